@@ -215,9 +215,11 @@ MODEL_SPECS = {
         dtype=torch.float16, prefix="model.", shards=1, tokenizer="plain", rope_form="top_level",
         architectures=["Qwen3ForCausalLM"], sentence_transformers=False, seed=2002,
     ),
+    # theta 50000 here, unlike transformers' default of 10000, so a loader that misses
+    # `rope_parameters` and falls back to a default cannot pass by luck.
     "mha-f32-sharded": dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
-        intermediate_size=64, rope_theta=10000.0, tie_word_embeddings=False, max_position_embeddings=512,
+        intermediate_size=64, rope_theta=50000.0, tie_word_embeddings=False, max_position_embeddings=512,
         dtype=torch.float32, prefix="", shards=2, tokenizer="embed", rope_form="rope_parameters",
         architectures=["Qwen3Model"], sentence_transformers=False, seed=3003,
     ),
@@ -487,7 +489,7 @@ INSTRUCTION = "Given a web search query, retrieve relevant passages that answer 
 
 
 def cases_for(name: str, ref: Reference) -> list[tuple[str, dict]]:
-    # Token ids drawn from the tokenizer's own vocabulary, the last one ending in <|endoftext|>.
+    # Token ids drawn from the tokenizer's vocabulary; one row ends in <|endoftext|>, the others not.
     rng = np.random.default_rng(ref.spec["seed"])
     size = ref.tokenizer_size
     ids_single = [int(x) for x in rng.integers(0, size, 9)]
@@ -543,12 +545,12 @@ def cases_for(name: str, ref: Reference) -> list[tuple[str, dict]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_roundtrip(model_dir: Path, ref: Reference, batch: list[list[int]]) -> None:
+def check_roundtrip(model_dir: Path, ref: Reference) -> None:
     """Loading the written directory with transformers gives the same model as the in-memory one."""
     loaded = Qwen3Model.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
     theta = loaded.config.rope_parameters["rope_theta"]
     assert theta == ref.spec["rope_theta"], (model_dir.name, theta)
-    for (n1, p1), (n2, p2) in zip(ref.model.named_parameters(), loaded.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(ref.model.named_parameters(), loaded.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2), (model_dir.name, n1, n2)
     torch.testing.assert_close(loaded.rotary_emb.inv_freq, ref.model.rotary_emb.inv_freq, rtol=0, atol=0)
 
@@ -596,7 +598,7 @@ def main() -> None:
         ref = Reference(name, spec, model, out)
         cases = [ref.run_case(cid, req) for cid, req in cases_for(name, ref)]
         assert len({c["id"] for c in cases}) == len(cases)
-        check_roundtrip(out, ref, cases[0]["token_ids"])
+        check_roundtrip(out, ref)
 
         # Different texts must give clearly different vectors, or the fixtures test nothing.
         e = np.array(next(c for c in cases if c["id"] == "batch_mixed_lengths")["embeddings"])

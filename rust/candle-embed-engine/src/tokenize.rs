@@ -131,6 +131,11 @@ impl EmbeddingTokenizer {
         self.eos_id
     }
 
+    /// Number of ids the tokenizer knows, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// Whether the tokenizer itself appends `<|endoftext|>` (else the engine does).
     pub fn appends_eos(&self) -> bool {
         self.appends_eos

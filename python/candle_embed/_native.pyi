@@ -1,0 +1,105 @@
+"""Type stubs for the compiled module candle_embed._native."""
+
+import os
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+Input = Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]]]
+
+class CandleEmbedError(RuntimeError):
+    """A failure that is not the caller's input: hub access, the model run."""
+
+class EmbeddingArchitecture:
+    """Model families candle-embed can run."""
+
+    Qwen3Embedding: "EmbeddingArchitecture"
+
+class Which:
+    """Which model a Runner loads."""
+
+    class Embedding(Which):
+        """An embedding model: a local directory or a hub id such as "Qwen/Qwen3-Embedding-0.6B"."""
+
+        model_id: str
+        arch: Optional[EmbeddingArchitecture]
+        tokenizer_json: Optional[str]
+        dtype: str
+        revision: Optional[str]
+        hf_cache_path: Optional[str]
+
+        def __init__(
+            self,
+            model_id: str,
+            arch: Optional[EmbeddingArchitecture] = None,
+            tokenizer_json: Optional[Union[str, os.PathLike[str]]] = None,
+            dtype: str = "auto",
+            revision: Optional[str] = None,
+            hf_cache_path: Optional[Union[str, os.PathLike[str]]] = None,
+        ) -> None: ...
+
+class EmbeddingRequest:
+    """What to embed and how."""
+
+    def __init__(
+        self,
+        input: Input,
+        truncate_sequence: bool = False,
+        dimensions: Optional[int] = None,
+        normalize: bool = True,
+        instruction: Optional[str] = None,
+        prompt_name: Optional[str] = None,
+        truncate_prompt_tokens: Optional[int] = None,
+        truncation_side: str = "right",
+    ) -> None: ...
+    @property
+    def input(self) -> Union[str, List[str], List[int], List[List[int]]]: ...
+    @property
+    def truncate_sequence(self) -> bool: ...
+    @property
+    def dimensions(self) -> Optional[int]: ...
+    @property
+    def normalize(self) -> bool: ...
+    @property
+    def instruction(self) -> Optional[str]: ...
+    @property
+    def prompt_name(self) -> Optional[str]: ...
+    @property
+    def truncate_prompt_tokens(self) -> Optional[int]: ...
+    @property
+    def truncation_side(self) -> str: ...
+    def __len__(self) -> int: ...
+
+class Runner:
+    """A loaded embedding model; calls release the GIL and may run concurrently."""
+
+    def __init__(
+        self,
+        which: Which,
+        device: str = "cpu",
+        max_length: Optional[int] = None,
+        max_batch_tokens: int = 8192,
+    ) -> None: ...
+    def send_embedding_request(self, request: EmbeddingRequest) -> npt.NDArray[np.float32]:
+        """Embeds the request's inputs: float32 array of shape (inputs, dimensions)."""
+    def tokenize(self, request: EmbeddingRequest) -> List[List[int]]:
+        """The token ids the model would be fed, one list per input."""
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def info(self) -> dict[str, Any]: ...
+
+class Tokenizer:
+    """A tokenizer.json used the way the Runner uses it: every text ends with <|endoftext|>."""
+
+    def __init__(self, path: Union[str, os.PathLike[str]]) -> None: ...
+    def encode(self, request: EmbeddingRequest, max_length: Optional[int] = None) -> List[List[int]]: ...
+    @property
+    def eos_id(self) -> int: ...
+    @property
+    def appends_eos(self) -> bool: ...

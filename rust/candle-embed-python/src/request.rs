@@ -1,0 +1,184 @@
+//! `EmbeddingRequest` for Python: a thin handle on the engine's own request type.
+
+use candle_embed_engine::{EmbeddingInput, EmbeddingRequest};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+/// What to embed and how.
+#[pyclass(name = "EmbeddingRequest", module = "candle_embed._native", frozen)]
+#[derive(Clone)]
+pub struct PyEmbeddingRequest {
+    pub inner: EmbeddingRequest,
+}
+
+#[pymethods]
+impl PyEmbeddingRequest {
+    /// A request for embeddings.
+    ///
+    /// input: a str, a list of str, a list of token ids (one sequence) or a list of lists of ids.
+    /// truncate_sequence: cut inputs longer than the model maximum instead of raising.
+    /// dimensions: keep the first `dimensions` values (Matryoshka), then normalize.
+    /// normalize: L2-normalize each vector (default True).
+    /// instruction: task description; texts become "Instruct: {instruction}\nQuery:{text}".
+    /// prompt_name: a prompt of the model's config_sentence_transformers.json ("query", "document").
+    /// truncate_prompt_tokens: keep at most this many tokens (<|endoftext|> included); -1 = maximum.
+    /// truncation_side: "right" keeps the first tokens, "left" the last.
+    #[new]
+    #[pyo3(signature = (input, truncate_sequence=false, dimensions=None, normalize=true, instruction=None, prompt_name=None, truncate_prompt_tokens=None, truncation_side="right"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        input: &Bound<'_, PyAny>,
+        truncate_sequence: bool,
+        dimensions: Option<i64>,
+        normalize: bool,
+        instruction: Option<String>,
+        prompt_name: Option<String>,
+        truncate_prompt_tokens: Option<i64>,
+        truncation_side: &str,
+    ) -> PyResult<Self> {
+        let dimensions = dimensions
+            .map(|d| {
+                usize::try_from(d)
+                    .ok()
+                    .filter(|&d| d > 0)
+                    .ok_or_else(|| PyValueError::new_err(format!("dimensions must be a positive integer, got {d}")))
+            })
+            .transpose()?;
+        let truncation_side = truncation_side
+            .parse()
+            .map_err(|err: candle_embed_engine::EngineError| PyValueError::new_err(err.to_string()))?;
+        Ok(Self {
+            inner: EmbeddingRequest {
+                input: extract_input(input)?,
+                truncate_sequence,
+                dimensions,
+                normalize,
+                instruction,
+                prompt_name,
+                truncate_prompt_tokens,
+                truncation_side,
+            },
+        })
+    }
+
+    #[getter]
+    fn input<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match &self.inner.input {
+            EmbeddingInput::Text(t) => t.into_pyobject(py)?.into_any(),
+            EmbeddingInput::Texts(t) => t.into_pyobject(py)?.into_any(),
+            EmbeddingInput::Tokens(t) => t.into_pyobject(py)?.into_any(),
+            EmbeddingInput::TokenBatch(t) => t.into_pyobject(py)?.into_any(),
+        })
+    }
+
+    #[getter]
+    fn truncate_sequence(&self) -> bool {
+        self.inner.truncate_sequence
+    }
+
+    #[getter]
+    fn dimensions(&self) -> Option<usize> {
+        self.inner.dimensions
+    }
+
+    #[getter]
+    fn normalize(&self) -> bool {
+        self.inner.normalize
+    }
+
+    #[getter]
+    fn instruction(&self) -> Option<&str> {
+        self.inner.instruction.as_deref()
+    }
+
+    #[getter]
+    fn prompt_name(&self) -> Option<&str> {
+        self.inner.prompt_name.as_deref()
+    }
+
+    #[getter]
+    fn truncate_prompt_tokens(&self) -> Option<i64> {
+        self.inner.truncate_prompt_tokens
+    }
+
+    #[getter]
+    fn truncation_side(&self) -> &'static str {
+        match self.inner.truncation_side {
+            candle_embed_engine::TruncationSide::Right => "right",
+            candle_embed_engine::TruncationSide::Left => "left",
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("EmbeddingRequest({:?})", self.inner)
+    }
+}
+
+const INPUT_TYPES: &str = "input must be a str, a list of str, a list of int (token ids) or a list of lists of int";
+
+/// str | list[str] | list[int] | list[list[int]], with errors that name the offending item.
+fn extract_input(input: &Bound<'_, PyAny>) -> PyResult<EmbeddingInput> {
+    if let Ok(text) = input.cast::<PyString>() {
+        return Ok(EmbeddingInput::Text(text.extract::<String>()?));
+    }
+    let items: Vec<Bound<'_, PyAny>> = if let Ok(list) = input.cast::<PyList>() {
+        list.iter().collect()
+    } else if let Ok(tuple) = input.cast::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
+        return Err(PyTypeError::new_err(format!("{INPUT_TYPES}; got {}", type_name(input))));
+    };
+    let Some(first) = items.first() else {
+        return Ok(EmbeddingInput::Texts(Vec::new()));
+    };
+    if first.is_instance_of::<PyString>() {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                item.extract::<String>().map_err(|_| {
+                    PyTypeError::new_err(format!("input[{i}] is {}, but input[0] is a str; {INPUT_TYPES}", type_name(item)))
+                })
+            })
+            .collect::<PyResult<_>>()
+            .map(EmbeddingInput::Texts)
+    } else if first.cast::<PyList>().is_ok() || first.cast::<PyTuple>().is_ok() {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| token_ids(item, &format!("input[{i}]")))
+            .collect::<PyResult<_>>()
+            .map(EmbeddingInput::TokenBatch)
+    } else {
+        token_ids(input, "input").map(EmbeddingInput::Tokens)
+    }
+}
+
+fn token_ids(seq: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u32>> {
+    let items: Vec<Bound<'_, PyAny>> = seq
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a list of int token ids; {INPUT_TYPES}")))?
+        .collect::<PyResult<_>>()?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(j, item)| {
+            let id: i64 = item.extract().map_err(|_| {
+                PyTypeError::new_err(format!("{name}[{j}] is {}, expected an int token id; {INPUT_TYPES}", type_name(item)))
+            })?;
+            u32::try_from(id)
+                .map_err(|_| PyValueError::new_err(format!("{name}[{j}] = {id} is not a valid token id (ids are >= 0)")))
+        })
+        .collect()
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "an object".to_owned(), |n| format!("a {n}"))
+}

@@ -1,0 +1,111 @@
+//! `Runner`: a loaded model that answers `EmbeddingRequest`s with numpy arrays.
+
+use std::sync::Arc;
+
+use candle_embed_engine::{Embedder, EmbedderOptions, DEFAULT_MAX_BATCH_TOKENS};
+use numpy::{PyArray2, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::without_gil;
+use crate::request::PyEmbeddingRequest;
+use crate::which::PyWhich;
+
+/// A loaded embedding model. Thread-safe: calls release the GIL and may run concurrently.
+#[pyclass(name = "Runner", module = "candle_embed._native", frozen)]
+pub struct PyRunner {
+    embedder: Arc<Embedder>,
+}
+
+#[pymethods]
+impl PyRunner {
+    /// Loads the model `which` names.
+    ///
+    /// device: "cpu", "cuda", "cuda:N", "metal". max_length: cap on input tokens (default: the
+    /// model's max_position_embeddings). max_batch_tokens: token budget of one forward pass.
+    #[new]
+    #[pyo3(signature = (which, device="cpu".to_owned(), max_length=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS))]
+    fn new(
+        py: Python<'_>,
+        which: PyWhich,
+        device: String,
+        max_length: Option<usize>,
+        max_batch_tokens: usize,
+    ) -> PyResult<Self> {
+        let options = EmbedderOptions {
+            source: which.source(),
+            arch: which.arch(),
+            device,
+            dtype: which.dtype().to_owned(),
+            max_length,
+            max_batch_tokens,
+        };
+        let embedder = without_gil(py, || Embedder::load(&options))?;
+        Ok(Self {
+            embedder: Arc::new(embedder),
+        })
+    }
+
+    /// Embeds the request's inputs: a float32 array of shape (inputs, dimensions).
+    fn send_embedding_request<'py>(
+        &self,
+        py: Python<'py>,
+        request: &PyEmbeddingRequest,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let request = request.inner.clone();
+        let embedder = Arc::clone(&self.embedder);
+        let embeddings = without_gil(py, move || embedder.embed(&request))?;
+        let rows = embeddings.vectors.len();
+        let cols = embeddings.vectors.first().map_or(0, Vec::len);
+        let flat: Vec<f32> = embeddings.vectors.into_iter().flatten().collect();
+        numpy::PyArray1::from_vec(py, flat).reshape([rows, cols])
+    }
+
+    /// The token ids the model would be fed for this request, one list per input.
+    fn tokenize(&self, py: Python<'_>, request: &PyEmbeddingRequest) -> PyResult<Vec<Vec<u32>>> {
+        let request = request.inner.clone();
+        let embedder = Arc::clone(&self.embedder);
+        without_gil(py, move || embedder.tokenize(&request))
+    }
+
+    /// Size of a full embedding vector.
+    #[getter]
+    fn hidden_size(&self) -> usize {
+        self.embedder.info().hidden_size
+    }
+
+    /// Longest accepted input, in tokens.
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.embedder.info().max_length
+    }
+
+    /// What was loaded and how it runs: model id, dtypes, device, limits.
+    #[getter]
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let info = self.embedder.info();
+        let dict = PyDict::new(py);
+        dict.set_item("model_id", &info.model_id)?;
+        dict.set_item("architecture", info.architecture.as_str())?;
+        dict.set_item("hidden_size", info.hidden_size)?;
+        dict.set_item("max_length", info.max_length)?;
+        dict.set_item("vocab_size", info.vocab_size)?;
+        dict.set_item("dtype", info.dtype.as_str())?;
+        dict.set_item("storage_dtype", info.storage_dtype.as_str())?;
+        dict.set_item("device", &info.device)?;
+        dict.set_item("max_batch_tokens", info.max_batch_tokens)?;
+        dict.set_item("tokenizer_appends_eos", info.tokenizer_appends_eos)?;
+        dict.set_item("prompt_names", &info.prompt_names)?;
+        Ok(dict)
+    }
+
+    fn __repr__(&self) -> String {
+        let info = self.embedder.info();
+        format!(
+            "Runner(model_id={:?}, device={:?}, dtype={:?})",
+            info.model_id,
+            info.device,
+            info.dtype.as_str()
+        )
+    }
+}

@@ -64,8 +64,9 @@ impl Config {
             },
             _ => EngineError::invalid_file(path, err),
         })?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|err| EngineError::invalid_file(path, format!("not a valid Qwen3 config: {err}")))?;
+        let config: Self = serde_json::from_str(&text).map_err(|err| {
+            EngineError::invalid_file(path, format!("not a valid Qwen3 config: {err}"))
+        })?;
         config
             .validate()
             .map_err(|message| EngineError::invalid_file(path, message))?;
@@ -85,14 +86,17 @@ impl Config {
             .unwrap_or(1_000_000.0)
     }
 
-    /// Whether the config describes a Qwen3 decoder (by model_type or architecture name).
+    /// Whether the config describes a Qwen3 decoder: `model_type` decides when present (as in
+    /// transformers' `AutoConfig`), the architecture names only when it is missing.
     pub fn is_qwen3(&self) -> bool {
-        self.model_type.as_deref() == Some("qwen3")
-            || self
+        match self.model_type.as_deref() {
+            Some(model_type) => model_type == "qwen3",
+            None => self
                 .architectures
                 .iter()
                 .flatten()
-                .any(|a| a.starts_with("Qwen3") && !a.contains("Moe") && !a.contains("VL"))
+                .any(|a| a.starts_with("Qwen3") && !a.contains("Moe") && !a.contains("VL")),
+        }
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -104,10 +108,15 @@ impl Config {
             ));
         }
         if self.hidden_act != "silu" {
-            return Err(format!("hidden_act {:?} is not supported (expected \"silu\")", self.hidden_act));
+            return Err(format!(
+                "hidden_act {:?} is not supported (expected \"silu\")",
+                self.hidden_act
+            ));
         }
         if self.attention_bias {
-            return Err("attention_bias = true is not supported (Qwen3 projections have no bias)".into());
+            return Err(
+                "attention_bias = true is not supported (Qwen3 projections have no bias)".into(),
+            );
         }
         if self.use_sliding_window {
             return Err("use_sliding_window = true is not supported".into());
@@ -124,7 +133,9 @@ impl Config {
             .and_then(|p| p.rope_type.as_deref())
             .or(scaling);
         if let Some(kind) = rope_type.filter(|t| *t != "default") {
-            return Err(format!("rope_type {kind:?} is not supported (expected \"default\")"));
+            return Err(format!(
+                "rope_type {kind:?} is not supported (expected \"default\")"
+            ));
         }
         let positive = [
             ("vocab_size", self.vocab_size),
@@ -145,7 +156,10 @@ impl Config {
             ));
         }
         if self.head_dim() % 2 != 0 || self.head_dim() == 0 {
-            return Err(format!("head_dim must be a positive even number, got {}", self.head_dim()));
+            return Err(format!(
+                "head_dim must be a positive even number, got {}",
+                self.head_dim()
+            ));
         }
         Ok(())
     }
@@ -234,22 +248,35 @@ mod tests {
     #[test]
     fn architecture_names() {
         for name in ["qwen3embedding", "Qwen3Embedding", "qwen3-embedding"] {
-            assert_eq!(name.parse::<EmbeddingArchitecture>().unwrap(), EmbeddingArchitecture::Qwen3Embedding);
+            assert_eq!(
+                name.parse::<EmbeddingArchitecture>().unwrap(),
+                EmbeddingArchitecture::Qwen3Embedding
+            );
         }
         assert!("bert".parse::<EmbeddingArchitecture>().is_err());
     }
 
     #[test]
     fn unsupported_settings_are_rejected() {
-        assert!(parse(r#", "hidden_act": "gelu""#).unwrap_err().contains("silu"));
-        assert!(parse(r#", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#)
+        assert!(parse(r#", "hidden_act": "gelu""#)
             .unwrap_err()
-            .contains("yarn"));
+            .contains("silu"));
+        assert!(
+            parse(r#", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"#)
+                .unwrap_err()
+                .contains("yarn")
+        );
         let mut config = parse("").unwrap();
         config.num_key_value_heads = 3;
         assert!(config.validate().unwrap_err().contains("multiple"));
         assert!(parse(r#", "head_dim": 3"#).unwrap_err().contains("even"));
         let bert = parse_as("bert", "").unwrap_err();
         assert!(bert.contains("unsupported architecture"), "{bert}");
+        // model_type wins over a Qwen3 architecture name.
+        let mislabelled = parse_as("bert", r#", "architectures": ["Qwen3Model"]"#).unwrap_err();
+        assert!(
+            mislabelled.contains("unsupported architecture"),
+            "{mislabelled}"
+        );
     }
 }

@@ -10,7 +10,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     let (kind, ordinal) = match spec.split_once(':') {
         Some((kind, n)) => {
             let n = n.parse::<usize>().map_err(|_| {
-                EngineError::invalid(format!("device {spec:?}: expected an ordinal after ':', e.g. \"cuda:0\""))
+                EngineError::invalid(format!(
+                    "device {spec:?}: expected an ordinal after ':', e.g. \"cuda:0\""
+                ))
             })?;
             (kind, n)
         }
@@ -38,7 +40,11 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 pub fn parse_dtype(spec: &str, device: &Device) -> Result<DType> {
     let dtype = match spec {
         "auto" => {
-            return Ok(if device.is_cuda() { DType::BF16 } else { DType::F32 });
+            return Ok(if device.is_cuda() {
+                DType::BF16
+            } else {
+                DType::F32
+            });
         }
         "f32" | "float32" => DType::F32,
         "bf16" | "bfloat16" => DType::BF16,
@@ -64,10 +70,19 @@ mod tests {
     #[test]
     fn devices() {
         assert!(parse_device("cpu").unwrap().is_cpu());
-        assert!(parse_device("tpu").unwrap_err().to_string().contains("unknown device"));
-        assert!(parse_device("cuda:x").unwrap_err().to_string().contains("ordinal"));
+        assert!(parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown device"));
+        assert!(parse_device("cuda:x")
+            .unwrap_err()
+            .to_string()
+            .contains("ordinal"));
         if !cfg!(feature = "cuda") {
-            assert!(parse_device("cuda").unwrap_err().to_string().contains("cargo feature"));
+            assert!(parse_device("cuda")
+                .unwrap_err()
+                .to_string()
+                .contains("cargo feature"));
         }
     }
 
@@ -76,6 +91,9 @@ mod tests {
         assert_eq!(parse_dtype("auto", &Device::Cpu).unwrap(), DType::F32);
         assert_eq!(parse_dtype("float32", &Device::Cpu).unwrap(), DType::F32);
         assert!(parse_dtype("bf16", &Device::Cpu).is_err());
-        assert!(parse_dtype("int8", &Device::Cpu).unwrap_err().to_string().contains("unknown dtype"));
+        assert!(parse_dtype("int8", &Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown dtype"));
     }
 }

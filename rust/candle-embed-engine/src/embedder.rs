@@ -114,11 +114,19 @@ impl Embedder {
             Some(n) => n,
         };
         let tokenizer = EmbeddingTokenizer::from_file(&files.tokenizer)?;
-        let prompts = files.prompts.as_deref().map(Prompts::from_file).transpose()?;
+        let prompts = files
+            .prompts
+            .as_deref()
+            .map(Prompts::from_file)
+            .transpose()?;
 
         let (vb, storage_dtype) = weights::var_builder(&files.weights, dtype, &device)?;
-        let dir = files.weights[0].parent().unwrap_or(std::path::Path::new(".")).to_owned();
-        let model = Model::new(&config, vb).map_err(|source| EngineError::Weights { dir, source })?;
+        let dir = files.weights[0]
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_owned();
+        let model =
+            Model::new(&config, vb).map_err(|source| EngineError::Weights { dir, source })?;
 
         let info = ModelInfo {
             model_id: options.source.model_id.clone(),
@@ -131,7 +139,10 @@ impl Embedder {
             device: describe(&device),
             max_batch_tokens: options.max_batch_tokens,
             tokenizer_appends_eos: tokenizer.appends_eos(),
-            prompt_names: prompts.iter().flat_map(|p| p.names().map(str::to_owned)).collect(),
+            prompt_names: prompts
+                .iter()
+                .flat_map(|p| p.names().map(str::to_owned))
+                .collect(),
         };
         tracing::info!(
             "loaded {} ({} layers, hidden {}, {:?} weights computed in {:?} on {}) in {:.1?}",

@@ -19,7 +19,7 @@ pub enum EngineError {
     InvalidFile { path: PathBuf, message: String },
 
     /// The checkpoint's tensors do not fit the configuration.
-    #[error("loading weights from {}: {source}", dir.display())]
+    #[error("loading weights from {}: {}", dir.display(), without_backtrace(.source))]
     Weights {
         dir: PathBuf,
         #[source]
@@ -34,6 +34,15 @@ pub enum EngineError {
         message: String,
     },
 
+    /// The hub could not be asked (offline, or unreachable) and the cache lacks the file.
+    #[error("could not get `{file}` of model `{model_id}`: not in the Hugging Face cache at {} and {why}", cache.display())]
+    NotCached {
+        model_id: String,
+        file: String,
+        cache: PathBuf,
+        why: &'static str,
+    },
+
     /// The caller asked for something this build or machine cannot do (e.g. CUDA without the feature).
     #[error("{0}")]
     Unsupported(String),
@@ -43,11 +52,26 @@ pub enum EngineError {
     Tokenizer(String),
 
     /// A tensor operation failed while running the model.
-    #[error("model forward pass failed: {0}")]
+    #[error("model forward pass failed: {}", without_backtrace(.0))]
     Forward(#[from] candle_core::Error),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// A candle error's message without the backtrace candle attaches when `RUST_BACKTRACE` is set:
+/// users (and Python exception messages) get what went wrong, not 30 lines of Rust frames.
+fn without_backtrace(err: &candle_core::Error) -> String {
+    match err {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(inner),
+        candle_core::Error::WithPath { inner, path } => {
+            format!("{}: {}", path.display(), without_backtrace(inner))
+        }
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}\n{}", without_backtrace(inner))
+        }
+        other => other.to_string(),
+    }
+}
 
 impl EngineError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
@@ -59,5 +83,27 @@ impl EngineError {
             path: path.into(),
             message: message.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_leave_out_candle_backtraces() {
+        let inner = candle_core::Error::Msg("cannot find tensor x.weight".into());
+        let with_bt = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        let err = EngineError::Weights {
+            dir: PathBuf::from("/m"),
+            source: with_bt.with_path("/m/model.safetensors"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "loading weights from /m: /m/model.safetensors: cannot find tensor x.weight"
+        );
     }
 }

@@ -62,7 +62,11 @@ fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<T
 }
 
 /// Additive causal mask for query rows `rows` against keys `0..keys`.
-fn causal_mask(rows: std::ops::Range<usize>, keys: usize, device: &Device) -> candle_core::Result<Tensor> {
+fn causal_mask(
+    rows: std::ops::Range<usize>,
+    keys: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let n = rows.len();
     let mask: Vec<f32> = rows
         .flat_map(|q| (0..keys).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY }))
@@ -100,21 +104,43 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, batch: &PackedBatch) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        batch: &PackedBatch,
+    ) -> candle_core::Result<Tensor> {
         let tokens = x.dim(0)?;
         // (tokens, heads, head_dim)
-        let q = self.q_proj.forward(x)?.reshape((tokens, self.num_heads, self.head_dim))?;
-        let k = self.k_proj.forward(x)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
-        let v = self.v_proj.forward(x)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((tokens, self.num_heads, self.head_dim))?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
         let q = apply_rotary(&self.q_norm.forward(&q)?, cos, sin)?;
         let k = apply_rotary(&self.k_norm.forward(&k)?, cos, sin)?;
 
         let per_sequence = batch
             .ranges()
-            .map(|rows| self.attend(&q.narrow(0, rows.start, rows.len())?, &k.narrow(0, rows.start, rows.len())?, &v.narrow(0, rows.start, rows.len())?))
+            .map(|rows| {
+                self.attend(
+                    &q.narrow(0, rows.start, rows.len())?,
+                    &k.narrow(0, rows.start, rows.len())?,
+                    &v.narrow(0, rows.start, rows.len())?,
+                )
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         // (tokens, heads * head_dim)
-        let out = Tensor::cat(&per_sequence, 0)?.reshape((tokens, self.num_heads * self.head_dim))?;
+        let out =
+            Tensor::cat(&per_sequence, 0)?.reshape((tokens, self.num_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 
@@ -191,15 +217,29 @@ impl DecoderLayer {
         Ok(Self {
             input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            post_attention_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            post_attention_layernorm: rms_norm(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
             mlp: Mlp::new(cfg, vb.pp("mlp"))?,
         })
     }
 
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, batch: &PackedBatch) -> candle_core::Result<Tensor> {
-        let attn = self.self_attn.forward(&self.input_layernorm.forward(x)?, cos, sin, batch)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        batch: &PackedBatch,
+    ) -> candle_core::Result<Tensor> {
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, cos, sin, batch)?;
         let x = (x + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
         x + mlp
     }
 }
@@ -217,7 +257,8 @@ pub struct Model {
 impl Model {
     /// Builds the model from weights under `vb` (the level holding `embed_tokens`, `layers`, `norm`).
     pub fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
-        let embed_tokens = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
+        let embed_tokens =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i)))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -249,7 +290,10 @@ mod tests {
 
     #[test]
     fn causal_mask_blocks_the_future() {
-        let mask = causal_mask(1..3, 3, &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        let mask = causal_mask(1..3, 3, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(mask[0], [0.0, 0.0, f32::NEG_INFINITY]);
         assert_eq!(mask[1], [0.0, 0.0, 0.0]);
     }

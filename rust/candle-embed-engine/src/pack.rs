@@ -50,7 +50,10 @@ impl PackedBatch {
 
     /// Row of each sequence's last token (the pooled one).
     pub fn last_rows(&self) -> Vec<u32> {
-        self.offsets[1..].iter().map(|&end| end as u32 - 1).collect()
+        self.offsets[1..]
+            .iter()
+            .map(|&end| end as u32 - 1)
+            .collect()
     }
 }
 

@@ -18,7 +18,8 @@ pub struct Prompts {
 impl Prompts {
     /// Reads the `prompts` table of a `config_sentence_transformers.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|err| EngineError::invalid_file(path, err))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|err| EngineError::invalid_file(path, err))?;
         serde_json::from_str(&text).map_err(|err| EngineError::invalid_file(path, err))
     }
 
@@ -77,9 +78,17 @@ mod tests {
     fn prompt_name_needs_prompts() {
         let err = prefix(None, Some("query"), None).unwrap_err().to_string();
         assert!(err.contains("config_sentence_transformers.json"), "{err}");
-        let prompts: Prompts = serde_json::from_str(r#"{"prompts": {"query": "Q:", "document": ""}}"#).unwrap();
-        assert_eq!(prefix(None, Some("query"), Some(&prompts)).unwrap().as_deref(), Some("Q:"));
-        let err = prefix(None, Some("passage"), Some(&prompts)).unwrap_err().to_string();
+        let prompts: Prompts =
+            serde_json::from_str(r#"{"prompts": {"query": "Q:", "document": ""}}"#).unwrap();
+        assert_eq!(
+            prefix(None, Some("query"), Some(&prompts))
+                .unwrap()
+                .as_deref(),
+            Some("Q:")
+        );
+        let err = prefix(None, Some("passage"), Some(&prompts))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("document") && err.contains("query"), "{err}");
     }
 

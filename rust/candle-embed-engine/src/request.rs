@@ -237,9 +237,15 @@ mod tests {
     fn input_shapes_parse_from_json() {
         let parse = |s: &str| serde_json::from_str::<EmbeddingInput>(s).unwrap();
         assert_eq!(parse(r#""hi""#), EmbeddingInput::Text("hi".into()));
-        assert_eq!(parse(r#"["a","b"]"#), EmbeddingInput::Texts(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            parse(r#"["a","b"]"#),
+            EmbeddingInput::Texts(vec!["a".into(), "b".into()])
+        );
         assert_eq!(parse("[1,2,3]"), EmbeddingInput::Tokens(vec![1, 2, 3]));
-        assert_eq!(parse("[[1],[2,3]]"), EmbeddingInput::TokenBatch(vec![vec![1], vec![2, 3]]));
+        assert_eq!(
+            parse("[[1],[2,3]]"),
+            EmbeddingInput::TokenBatch(vec![vec![1], vec![2, 3]])
+        );
     }
 
     #[test]
@@ -256,7 +262,10 @@ mod tests {
             .add_prompt("b")
             .with_dimensions(8)
             .into();
-        assert_eq!(req.input, EmbeddingInput::Texts(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            req.input,
+            EmbeddingInput::Texts(vec!["a".into(), "b".into()])
+        );
         assert_eq!(req.dimensions, Some(8));
         assert_eq!(req.len(), 2);
     }

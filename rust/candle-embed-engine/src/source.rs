@@ -83,7 +83,14 @@ impl ModelSource {
         let cache = self.cache();
         let revision = self.revision.clone().unwrap_or_else(|| "main".to_owned());
         let repo = Repo::with_revision(self.model_id.clone(), RepoType::Model, revision);
-        let cached = cache.repo(repo.clone());
+        let cached = Cached {
+            snapshot: cache
+                .path()
+                .join(repo.folder_name())
+                .join("snapshots")
+                .join(repo.revision()),
+            repo: cache.repo(repo.clone()),
+        };
         let hub = if offline() {
             Hub::Cache(cached, "HF_HUB_OFFLINE is set")
         } else {
@@ -98,10 +105,18 @@ impl ModelSource {
             }
         };
         let fetch = |file: &str| {
-            hub.get(&self.model_id, file)?.ok_or_else(|| EngineError::Hub {
-                model_id: self.model_id.clone(),
-                file: file.to_owned(),
-                message: hub.missing_reason(cache.path()),
+            hub.get(&self.model_id, file)?.ok_or_else(|| match &hub {
+                Hub::Online(..) => EngineError::Hub {
+                    model_id: self.model_id.clone(),
+                    file: file.to_owned(),
+                    message: "the repository has no such file".to_owned(),
+                },
+                Hub::Cache(_, why) => EngineError::NotCached {
+                    model_id: self.model_id.clone(),
+                    file: file.to_owned(),
+                    cache: cache.path().clone(),
+                    why,
+                },
             })
         };
         let config = fetch(CONFIG_FILE)?;
@@ -145,10 +160,27 @@ impl ModelSource {
     }
 }
 
+/// One revision of a repository in the local cache.
+struct Cached {
+    repo: CacheRepo,
+    /// `snapshots/<revision>`: where a commit-hash revision lives, since huggingface_hub writes
+    /// no `refs/<hash>` for it.
+    snapshot: PathBuf,
+}
+
+impl Cached {
+    fn get(&self, file: &str) -> Option<PathBuf> {
+        self.repo.get(file).or_else(|| {
+            let path = self.snapshot.join(file);
+            path.is_file().then_some(path)
+        })
+    }
+}
+
 /// Either the live hub (with the repository's file listing) or the local cache alone.
 enum Hub {
     Online(ApiRepo, Vec<String>),
-    Cache(CacheRepo, &'static str),
+    Cache(Cached, &'static str),
 }
 
 impl Hub {
@@ -169,16 +201,6 @@ impl Hub {
             Hub::Cache(repo, _) => Ok(repo.get(file)),
         }
     }
-
-    fn missing_reason(&self, cache: &Path) -> String {
-        match self {
-            Hub::Online(..) => "the repository has no such file".to_owned(),
-            Hub::Cache(_, why) => format!(
-                "not in the Hugging Face cache at {} and {why}",
-                cache.display()
-            ),
-        }
-    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -186,7 +208,8 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn offline() -> bool {
-    env("HF_HUB_OFFLINE").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    env("HF_HUB_OFFLINE")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 
 /// `owner/name`, made of the characters the hub allows.
@@ -194,7 +217,9 @@ fn looks_like_hub_id(id: &str) -> bool {
     let ok = |part: &str| {
         !part.is_empty()
             && !part.starts_with('.')
-            && part.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     };
     matches!(id.split_once('/'), Some((owner, name)) if ok(owner) && ok(name))
 }
@@ -224,7 +249,9 @@ mod tests {
 
     #[test]
     fn missing_local_path_is_not_found() {
-        let err = ModelSource::new("/no/such/model/dir").resolve().unwrap_err();
+        let err = ModelSource::new("/no/such/model/dir")
+            .resolve()
+            .unwrap_err();
         assert!(matches!(err, EngineError::FileNotFound { .. }), "{err}");
     }
 }

@@ -99,8 +99,9 @@ impl EmbeddingTokenizer {
                 path: path.to_owned(),
             });
         }
-        let mut inner = Tokenizer::from_file(path)
-            .map_err(|err| EngineError::invalid_file(path, format!("not a valid tokenizer.json: {err}")))?;
+        let mut inner = Tokenizer::from_file(path).map_err(|err| {
+            EngineError::invalid_file(path, format!("not a valid tokenizer.json: {err}"))
+        })?;
         // Truncation and padding are ours to do; a tokenizer.json may carry its own settings.
         inner
             .with_truncation(None)
@@ -114,7 +115,9 @@ impl EmbeddingTokenizer {
             .map_err(|err| EngineError::invalid_file(path, err))?;
         let appends_eos = probe.get_ids().last() == Some(&eos_id);
         let added_tokens = if appends_eos {
-            inner.get_post_processor().map_or(0, |p| p.added_tokens(false))
+            inner
+                .get_post_processor()
+                .map_or(0, |p| p.added_tokens(false))
         } else {
             1
         };
@@ -180,7 +183,9 @@ impl EmbeddingTokenizer {
         vocab_size: usize,
     ) -> Result<Vec<Vec<u32>>> {
         if request.is_empty() {
-            return Err(EngineError::invalid("input is empty; give at least one text or token list"));
+            return Err(EngineError::invalid(
+                "input is empty; give at least one text or token list",
+            ));
         }
         let encode = |index: usize, text: &str| {
             if text.is_empty() {
@@ -200,9 +205,7 @@ impl EmbeddingTokenizer {
                 .enumerate()
                 .map(|(i, text)| encode(i, text))
                 .collect(),
-            EmbeddingInput::Tokens(ids) => {
-                Ok(vec![Self::check_tokens(0, ids, limit, vocab_size)?])
-            }
+            EmbeddingInput::Tokens(ids) => Ok(vec![Self::check_tokens(0, ids, limit, vocab_size)?]),
             EmbeddingInput::TokenBatch(batch) => batch
                 .iter()
                 .enumerate()
@@ -211,9 +214,16 @@ impl EmbeddingTokenizer {
         }
     }
 
-    fn check_tokens(index: usize, ids: &[u32], limit: &LengthLimit, vocab_size: usize) -> Result<Vec<u32>> {
+    fn check_tokens(
+        index: usize,
+        ids: &[u32],
+        limit: &LengthLimit,
+        vocab_size: usize,
+    ) -> Result<Vec<u32>> {
         if ids.is_empty() {
-            return Err(EngineError::invalid(format!("input {index} is an empty list of token ids")));
+            return Err(EngineError::invalid(format!(
+                "input {index} is an empty list of token ids"
+            )));
         }
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(EngineError::invalid(format!(
@@ -232,7 +242,11 @@ mod tests {
     use super::*;
 
     fn limit(max_tokens: usize, truncate: bool, side: TruncationSide) -> LengthLimit {
-        LengthLimit { max_tokens, truncate, side }
+        LengthLimit {
+            max_tokens,
+            truncate,
+            side,
+        }
     }
 
     #[test]
@@ -245,8 +259,14 @@ mod tests {
 
     #[test]
     fn too_long_without_truncation_names_both_lengths() {
-        let err = limit(5, false, TruncationSide::Right).fit(2, 9, 1).unwrap_err().to_string();
-        assert!(err.contains("input 2") && err.contains("10 tokens") && err.contains("maximum of 5"), "{err}");
+        let err = limit(5, false, TruncationSide::Right)
+            .fit(2, 9, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("input 2") && err.contains("10 tokens") && err.contains("maximum of 5"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -262,12 +282,18 @@ mod tests {
     #[test]
     fn request_limits() {
         let mut req = EmbeddingRequest::new("x");
-        assert_eq!(LengthLimit::for_request(&req, 10).unwrap(), limit(10, false, TruncationSide::Right));
+        assert_eq!(
+            LengthLimit::for_request(&req, 10).unwrap(),
+            limit(10, false, TruncationSide::Right)
+        );
         req.truncate_sequence = true;
         assert!(LengthLimit::for_request(&req, 10).unwrap().truncate);
         req.truncate_prompt_tokens = Some(4);
         req.truncation_side = TruncationSide::Left;
-        assert_eq!(LengthLimit::for_request(&req, 10).unwrap(), limit(4, true, TruncationSide::Left));
+        assert_eq!(
+            LengthLimit::for_request(&req, 10).unwrap(),
+            limit(4, true, TruncationSide::Left)
+        );
         req.truncate_prompt_tokens = Some(-1);
         assert_eq!(LengthLimit::for_request(&req, 10).unwrap().max_tokens, 10);
         for bad in [0, -2, 11] {
@@ -279,8 +305,13 @@ mod tests {
     #[test]
     fn token_ids_are_checked_against_the_vocabulary() {
         let l = limit(8, false, TruncationSide::Right);
-        assert_eq!(EmbeddingTokenizer::check_tokens(0, &[1, 2], &l, 3).unwrap(), [1, 2]);
-        let err = EmbeddingTokenizer::check_tokens(1, &[1, 3], &l, 3).unwrap_err().to_string();
+        assert_eq!(
+            EmbeddingTokenizer::check_tokens(0, &[1, 2], &l, 3).unwrap(),
+            [1, 2]
+        );
+        let err = EmbeddingTokenizer::check_tokens(1, &[1, 3], &l, 3)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("token id 3") && err.contains("0..3"), "{err}");
         assert!(EmbeddingTokenizer::check_tokens(0, &[], &l, 3).is_err());
     }

@@ -23,7 +23,9 @@ pub fn to_pyerr(err: EngineError) -> PyErr {
         | EngineError::InvalidFile { .. }
         | EngineError::Weights { .. }
         | EngineError::Unsupported(_) => PyValueError::new_err(message),
-        EngineError::FileNotFound { .. } => PyFileNotFoundError::new_err(message),
+        EngineError::FileNotFound { .. } | EngineError::NotCached { .. } => {
+            PyFileNotFoundError::new_err(message)
+        }
         EngineError::Hub { .. } | EngineError::Tokenizer(_) | EngineError::Forward(_) => {
             CandleEmbedError::new_err(message)
         }
@@ -43,7 +45,9 @@ where
                 .map(ToString::to_string)
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            CandleEmbedError::new_err(format!("internal error in candle-embed (please report it): {what}"))
+            CandleEmbedError::new_err(format!(
+                "internal error in candle-embed (please report it): {what}"
+            ))
         })?
         .map_err(to_pyerr)
 }

@@ -39,15 +39,17 @@ impl PyEmbeddingRequest {
     ) -> PyResult<Self> {
         let dimensions = dimensions
             .map(|d| {
-                usize::try_from(d)
-                    .ok()
-                    .filter(|&d| d > 0)
-                    .ok_or_else(|| PyValueError::new_err(format!("dimensions must be a positive integer, got {d}")))
+                usize::try_from(d).ok().filter(|&d| d > 0).ok_or_else(|| {
+                    PyValueError::new_err(format!("dimensions must be a positive integer, got {d}"))
+                })
             })
             .transpose()?;
-        let truncation_side = truncation_side
-            .parse()
-            .map_err(|err: candle_embed_engine::EngineError| PyValueError::new_err(err.to_string()))?;
+        let truncation_side =
+            truncation_side
+                .parse()
+                .map_err(|err: candle_embed_engine::EngineError| {
+                    PyValueError::new_err(err.to_string())
+                })?;
         Ok(Self {
             inner: EmbeddingRequest {
                 input: extract_input(input)?,
@@ -119,7 +121,8 @@ impl PyEmbeddingRequest {
     }
 }
 
-const INPUT_TYPES: &str = "input must be a str, a list of str, a list of int (token ids) or a list of lists of int";
+const INPUT_TYPES: &str =
+    "input must be a str, a list of str, a list of int (token ids) or a list of lists of int";
 
 /// str | list[str] | list[int] | list[list[int]], with errors that name the offending item.
 fn extract_input(input: &Bound<'_, PyAny>) -> PyResult<EmbeddingInput> {
@@ -131,7 +134,10 @@ fn extract_input(input: &Bound<'_, PyAny>) -> PyResult<EmbeddingInput> {
     } else if let Ok(tuple) = input.cast::<PyTuple>() {
         tuple.iter().collect()
     } else {
-        return Err(PyTypeError::new_err(format!("{INPUT_TYPES}; got {}", type_name(input))));
+        return Err(PyTypeError::new_err(format!(
+            "{INPUT_TYPES}; got {}",
+            type_name(input)
+        )));
     };
     let Some(first) = items.first() else {
         return Ok(EmbeddingInput::Texts(Vec::new()));
@@ -142,7 +148,10 @@ fn extract_input(input: &Bound<'_, PyAny>) -> PyResult<EmbeddingInput> {
             .enumerate()
             .map(|(i, item)| {
                 item.extract::<String>().map_err(|_| {
-                    PyTypeError::new_err(format!("input[{i}] is {}, but input[0] is a str; {INPUT_TYPES}", type_name(item)))
+                    PyTypeError::new_err(format!(
+                        "input[{i}] is {}, but input[0] is a str; {INPUT_TYPES}",
+                        type_name(item)
+                    ))
                 })
             })
             .collect::<PyResult<_>>()
@@ -162,23 +171,48 @@ fn extract_input(input: &Bound<'_, PyAny>) -> PyResult<EmbeddingInput> {
 fn token_ids(seq: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u32>> {
     let items: Vec<Bound<'_, PyAny>> = seq
         .try_iter()
-        .map_err(|_| PyTypeError::new_err(format!("{name} must be a list of int token ids; {INPUT_TYPES}")))?
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{name} must be a list of int token ids; {INPUT_TYPES}"
+            ))
+        })?
         .collect::<PyResult<_>>()?;
     items
         .iter()
         .enumerate()
         .map(|(j, item)| {
             let id: i64 = item.extract().map_err(|_| {
-                PyTypeError::new_err(format!("{name}[{j}] is {}, expected an int token id; {INPUT_TYPES}", type_name(item)))
+                PyTypeError::new_err(format!(
+                    "{name}[{j}] is {}, expected an int token id; {INPUT_TYPES}",
+                    type_name(item)
+                ))
             })?;
-            u32::try_from(id)
-                .map_err(|_| PyValueError::new_err(format!("{name}[{j}] = {id} is not a valid token id (ids are >= 0)")))
+            u32::try_from(id).map_err(|_| {
+                let expected = if id < 0 {
+                    "ids are >= 0"
+                } else {
+                    "ids are below the model's vocabulary size"
+                };
+                PyValueError::new_err(format!(
+                    "{name}[{j}] = {id} is not a valid token id ({expected})"
+                ))
+            })
         })
         .collect()
 }
 
+/// "an int", "a str": the type of `obj` with its article, for error messages.
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map_or_else(|_| "an object".to_owned(), |n| format!("a {n}"))
+    obj.get_type().name().map_or_else(
+        |_| "an object".to_owned(),
+        |n| {
+            let n = n.to_string();
+            let article = if n.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            format!("{article} {n}")
+        },
+    )
 }

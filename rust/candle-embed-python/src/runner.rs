@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use candle_embed_engine::{Embedder, EmbedderOptions, DEFAULT_MAX_BATCH_TOKENS};
 use numpy::{PyArray2, PyArrayMethods};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -24,14 +25,26 @@ impl PyRunner {
     /// device: "cpu", "cuda", "cuda:N", "metal". max_length: cap on input tokens (default: the
     /// model's max_position_embeddings). max_batch_tokens: token budget of one forward pass.
     #[new]
-    #[pyo3(signature = (which, device="cpu".to_owned(), max_length=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS))]
+    #[pyo3(signature = (which, device="cpu".to_owned(), max_length=None, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS as i64))]
     fn new(
         py: Python<'_>,
         which: PyWhich,
         device: String,
-        max_length: Option<usize>,
-        max_batch_tokens: usize,
+        max_length: Option<i64>,
+        max_batch_tokens: i64,
     ) -> PyResult<Self> {
+        let positive = |name: &str, value: i64| {
+            usize::try_from(value)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "{name} must be a positive number of tokens, got {value}"
+                    ))
+                })
+        };
+        let max_length = max_length.map(|n| positive("max_length", n)).transpose()?;
+        let max_batch_tokens = positive("max_batch_tokens", max_batch_tokens)?;
         let options = EmbedderOptions {
             source: which.source(),
             arch: which.arch(),

@@ -30,11 +30,20 @@ impl PyTokenizer {
     /// Token ids of each input of the request (instruction applied; prompt_name needs a model).
     /// max_length: longest accepted input (default: no limit).
     #[pyo3(signature = (request, max_length=None))]
-    fn encode(&self, py: Python<'_>, request: &PyEmbeddingRequest, max_length: Option<usize>) -> PyResult<Vec<Vec<u32>>> {
+    fn encode(
+        &self,
+        py: Python<'_>,
+        request: &PyEmbeddingRequest,
+        max_length: Option<usize>,
+    ) -> PyResult<Vec<Vec<u32>>> {
         let request = &request.inner;
         without_gil(py, || {
             let limit = LengthLimit::for_request(request, max_length.unwrap_or(usize::MAX))?;
-            let prefix = prompt::prefix(request.instruction.as_deref(), request.prompt_name.as_deref(), None)?;
+            let prefix = prompt::prefix(
+                request.instruction.as_deref(),
+                request.prompt_name.as_deref(),
+                None,
+            )?;
             self.inner
                 .encode_request(request, prefix.as_deref(), &limit, self.vocab_size)
         })

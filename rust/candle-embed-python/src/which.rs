@@ -7,7 +7,14 @@ use candle_embed_engine::{EmbeddingArchitecture, ModelSource};
 use pyo3::prelude::*;
 
 /// Model families candle-embed can run.
-#[pyclass(name = "EmbeddingArchitecture", module = "candle_embed._native", eq, frozen, hash, from_py_object)]
+#[pyclass(
+    name = "EmbeddingArchitecture",
+    module = "candle_embed._native",
+    eq,
+    frozen,
+    hash,
+    from_py_object
+)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PyEmbeddingArchitecture {
     Qwen3Embedding,
@@ -22,7 +29,12 @@ impl From<PyEmbeddingArchitecture> for EmbeddingArchitecture {
 }
 
 /// Which model a `Runner` loads.
-#[pyclass(name = "Which", module = "candle_embed._native", frozen, from_py_object)]
+#[pyclass(
+    name = "Which",
+    module = "candle_embed._native",
+    frozen,
+    from_py_object
+)]
 #[derive(Clone)]
 pub enum PyWhich {
     /// An embedding model: a local directory or a hub id such as "Qwen/Qwen3-Embedding-0.6B".

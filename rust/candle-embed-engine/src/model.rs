@@ -179,6 +179,8 @@ impl Attention {
     }
 }
 
+// Field names are the checkpoint's tensor names.
+#[allow(clippy::struct_field_names)]
 #[derive(Debug, Clone)]
 struct Mlp {
     gate_proj: Linear,

@@ -24,7 +24,9 @@ pub fn finish(vector: &mut Vec<f32>, dimensions: Option<usize>, normalize: bool)
         let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
         // Same guard as torch.nn.functional.normalize: never divide by (almost) zero.
         let denom = norm.max(1e-12);
-        vector.iter_mut().for_each(|v| *v /= denom);
+        for v in vector.iter_mut() {
+            *v /= denom;
+        }
     }
 }
 

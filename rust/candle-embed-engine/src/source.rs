@@ -178,6 +178,8 @@ impl Cached {
 }
 
 /// Either the live hub (with the repository's file listing) or the local cache alone.
+// Built once per load; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Hub {
     Online(ApiRepo, Vec<String>),
     Cache(Cached, &'static str),

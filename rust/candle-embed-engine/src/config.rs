@@ -236,6 +236,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::float_cmp)] // parsed literals are exact
     fn rope_theta_comes_from_either_form() {
         assert_eq!(parse(r#", "rope_theta": 5.0"#).unwrap().rope_theta(), 5.0);
         let nested = parse(r#", "rope_parameters": {"rope_theta": 7.0, "rope_type": "default"}"#);

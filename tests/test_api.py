@@ -18,11 +18,8 @@ import pytest
 
 from candle_embed import EmbeddingArchitecture, EmbeddingRequest, Runner, Tokenizer, Which
 
-MODELS = Path(__file__).parent / "fixtures" / "models"
-# hidden_size 64, max_position_embeddings 128; tokenizer.json appends <|endoftext|> itself.
-GQA = MODELS / "gqa-bf16"
-# hidden_size 48; tokenizer.json does not append <|endoftext|>, the engine does.
-MQA = MODELS / "mqa-f16-prefix"
+from fixture_models import GQA, MQA, embed, load
+
 
 TEXTS = [
     "Graphene is a single layer of carbon atoms.",
@@ -31,24 +28,6 @@ TEXTS = [
     "A somewhat longer sentence, with punctuation; numbers like 42 and 3.14; and words.",
 ]
 INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-
-
-def load(model_dir: Path, **kwargs) -> Runner:
-    return Runner(which=Which.Embedding(model_id=str(model_dir)), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def gqa() -> Runner:
-    return load(GQA)
-
-
-@pytest.fixture(scope="module")
-def mqa() -> Runner:
-    return load(MQA)
-
-
-def embed(runner: Runner, **request) -> np.ndarray:
-    return runner.send_embedding_request(EmbeddingRequest(**request))
 
 
 def eos_id(model_dir: Path) -> int:

@@ -21,32 +21,10 @@ import pytest
 import candle_embed
 from candle_embed import CandleEmbedError, EmbeddingRequest, Runner, Tokenizer, Which
 
-MODELS = Path(__file__).parent / "fixtures" / "models"
-# hidden_size 64, max_position_embeddings 128, vocab_size 1024; has config_sentence_transformers.json.
-GQA = MODELS / "gqa-bf16"
-# No config_sentence_transformers.json; tokenizer without an <|endoftext|> post-processor.
-MQA = MODELS / "mqa-f16-prefix"
-SHARDED = MODELS / "mha-f32-sharded"
+from fixture_models import GQA, MQA, SHARDED, embed, load
+
 
 LONG_TEXT = "the quick brown fox jumps over the lazy dog " * 40
-
-
-def load(model_dir: Path | str, **kwargs) -> Runner:
-    return Runner(which=Which.Embedding(model_id=str(model_dir)), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def gqa() -> Runner:
-    return load(GQA)
-
-
-@pytest.fixture(scope="module")
-def mqa() -> Runner:
-    return load(MQA)
-
-
-def embed(runner: Runner, **request) -> np.ndarray:
-    return runner.send_embedding_request(EmbeddingRequest(**request))
 
 
 def says(err: pytest.ExceptionInfo, *parts: str) -> None:

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "maturin>=1.7,<2" numpy "pytest>=7" "tokenizers>=0.20"
+.venv/bin/python -m pip install -q "maturin>=1.7,<2" numpy "pytest>=7" "tokenizers>=0.20" openai
 
 rm -rf dist
 .venv/bin/maturin build --release -o dist

@@ -103,3 +103,7 @@ class Tokenizer:
     def eos_id(self) -> int: ...
     @property
     def appends_eos(self) -> bool: ...
+
+def serve(argv: List[str]) -> None:
+    """Runs the OpenAI-compatible embeddings server (the flags of `candle-embed serve --help`)
+    until Ctrl-C or SIGTERM; the GIL is released meanwhile."""

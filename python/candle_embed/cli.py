@@ -1,4 +1,5 @@
-"""The `candle-embed` command line: `candle-embed embed -m MODEL TEXT...` prints vectors as JSON."""
+"""The `candle-embed` command line: `candle-embed embed -m MODEL TEXT...` prints vectors as JSON;
+`candle-embed serve -m MODEL -p 1234` runs the OpenAI-compatible embeddings server."""
 
 from __future__ import annotations
 
@@ -24,7 +25,25 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--truncate", action="store_true", help="truncate inputs longer than the model maximum")
     embed.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or metal")
     embed.add_argument("--dtype", default="auto", help="auto, f32, bf16 or f16")
+    # The server's flags are parsed in Rust (the same parser as the candle-embed-server binary);
+    # this entry only lists the command. `candle-embed serve --help` shows them.
+    commands.add_parser(
+        "serve",
+        help="run the OpenAI-compatible /v1/embeddings server (see `candle-embed serve --help`)",
+        add_help=False,
+    )
     return parser
+
+
+def _serve(argv: Sequence[str]) -> int:
+    from . import _native
+
+    try:
+        _native.serve(list(argv))
+    except RuntimeError as err:
+        print(f"candle-embed serve: error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -46,7 +65,10 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["serve"]:
+        return _serve(words[1:])
+    args = _parser().parse_args(words)
     try:
         if args.command == "embed":
             return _embed(args)

@@ -3,6 +3,7 @@
 mod errors;
 mod request;
 mod runner;
+mod serve;
 mod tokenizer;
 mod which;
 
@@ -19,6 +20,8 @@ mod _native {
     #[pymodule_export]
     use crate::runner::PyRunner;
     #[pymodule_export]
+    use crate::serve::serve;
+    #[pymodule_export]
     use crate::tokenizer::PyTokenizer;
     #[pymodule_export]
     use crate::which::{PyEmbeddingArchitecture, PyWhich};
@@ -30,10 +33,11 @@ mod _native {
     }
 }
 
-/// Log lines go to stderr, filtered by `CANDLE_EMBED_LOG` (e.g. "info"; default "warn").
+/// Log lines go to stderr, filtered by `CANDLE_EMBED_LOG` (e.g. "info"; default "warn", plus the
+/// server's own start/stop lines at "info").
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CANDLE_EMBED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,candle_embed_server=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,388 @@
+//! The routes: `POST /v1/embeddings`, `GET /v1/models`, `/health`, `/info`, `/metrics`,
+//! `/openapi.json` and `/docs`, plus the API-key check and the per-request metrics.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::Uri;
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use candle_embed_engine::{pool, Embedder, ModelInfo};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::body::{parse_embeddings_body, ApiJson, EncodingFormat, PayloadLimit};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+
+/// A loaded model with its queue.
+pub struct Served {
+    pub name: String,
+    pub embedder: Arc<Embedder>,
+    pub scheduler: Scheduler,
+}
+
+impl Served {
+    fn info(&self) -> &ModelInfo {
+        self.embedder.info()
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// Served names, known before the models are loaded.
+    pub names: Vec<String>,
+    /// Set once every model is loaded; until then the server answers 503.
+    pub models: OnceLock<Vec<Served>>,
+    pub shutting_down: AtomicBool,
+    pub api_key: Option<String>,
+    pub max_client_batch_size: usize,
+    pub payload_limit: usize,
+    pub max_batch_tokens: usize,
+    pub max_concurrent_requests: usize,
+    pub metrics: Arc<Metrics>,
+    pub created: u64,
+    ids: RandomState,
+    next_id: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(names: Vec<String>, args: &crate::args::ServeArgs, metrics: Arc<Metrics>) -> Self {
+        Self {
+            names,
+            models: OnceLock::new(),
+            shutting_down: AtomicBool::new(false),
+            api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+            max_client_batch_size: args.max_client_batch_size,
+            payload_limit: args.payload_limit,
+            max_batch_tokens: args.max_batch_tokens,
+            max_concurrent_requests: args.max_concurrent_requests,
+            metrics,
+            created: unix_now(),
+            ids: RandomState::new(),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn ready(&self) -> Result<&[Served], ApiError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(ApiError::unavailable("the server is shutting down"));
+        }
+        self.models
+            .get()
+            .map(Vec::as_slice)
+            .ok_or_else(|| ApiError::unavailable("the model is still loading; retry shortly"))
+    }
+
+    /// The model a request's `model` field names: a served name, "default" (the first), or, when
+    /// only one model is served, any name at all (clients copy names from other servers' docs).
+    fn select(&self, model: Option<&str>) -> Result<&Served, ApiError> {
+        let models = self.ready()?;
+        let found = match model {
+            None | Some("" | "default") => models.first(),
+            Some(name) => models
+                .iter()
+                .find(|m| m.name == name)
+                .or_else(|| (models.len() == 1).then(|| &models[0])),
+        };
+        found.ok_or_else(|| ApiError::model_not_found(model.unwrap_or_default(), &self.names))
+    }
+
+    /// `embd-` and 24 random hex digits.
+    fn response_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let a = self.ids.hash_one((n, unix_now()));
+        let b = self.ids.hash_one((a, n));
+        format!("embd-{a:016x}{:08x}", b as u32)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(key) = &state.api_key {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+async fn record_metrics(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    request
+        .extensions_mut()
+        .insert(PayloadLimit(state.payload_limit));
+    let response = next.run(request).await;
+    state
+        .metrics
+        .record_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(list_models))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_api_key,
+        ));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(health))
+        .route("/info", get(info))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/docs", get(docs))
+        .fallback(|uri: Uri| async move { ApiError::no_route(uri.path()) })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct EmbeddingsResponse {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    data: Vec<EmbeddingData>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct EmbeddingData {
+    index: usize,
+    object: &'static str,
+    embedding: EmbeddingValue,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EmbeddingValue {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: usize,
+    total_tokens: usize,
+}
+
+/// Little-endian float32 bytes, base64 (standard alphabet, padded), as OpenAI encodes them.
+fn to_base64(vector: &[f32]) -> String {
+    let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson,
+) -> Result<Json<EmbeddingsResponse>, ApiError> {
+    let body = parse_embeddings_body(body)?;
+    let served = state.select(body.model.as_deref())?;
+    let request = body.request;
+    if request.len() > state.max_client_batch_size {
+        return Err(ApiError::bad_request(format!(
+            "too many inputs: {} in one request, the maximum is {} (--max-client-batch-size)",
+            request.len(),
+            state.max_client_batch_size
+        ))
+        .with_param("input"));
+    }
+    let Some(_admission) = served.scheduler.admit() else {
+        return Err(ApiError::overloaded(served.scheduler.max_concurrent()));
+    };
+    served.embedder.check_output(&request)?;
+
+    // Tokenize on the blocking pool: neither the async workers nor the model thread wait on it.
+    let embedder = Arc::clone(&served.embedder);
+    let (request, sequences) = tokio::task::spawn_blocking(move || {
+        let sequences = embedder.tokenize(&request);
+        (request, sequences)
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("tokenization failed: {err}")))?;
+    let sequences = sequences?;
+    let prompt_tokens = sequences.iter().map(Vec::len).sum();
+
+    let vectors = served
+        .scheduler
+        .submit(sequences)
+        .await
+        .map_err(|_| ApiError::unavailable("the server is shutting down"))?
+        .map_err(ApiError::internal)?;
+
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut vector)| {
+            pool::finish(&mut vector, request.dimensions, request.normalize);
+            let embedding = match body.encoding_format {
+                EncodingFormat::Float => EmbeddingValue::Float(vector),
+                EncodingFormat::Base64 => EmbeddingValue::Base64(to_base64(&vector)),
+            };
+            EmbeddingData {
+                index,
+                object: "embedding",
+                embedding,
+            }
+        })
+        .collect();
+    Ok(Json(EmbeddingsResponse {
+        id: state.response_id(),
+        object: "list",
+        created: unix_now(),
+        model: served.name.clone(),
+        data,
+        usage: Usage {
+            prompt_tokens,
+            total_tokens: prompt_tokens,
+        },
+    }))
+}
+
+async fn list_models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let models = state.ready()?;
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.name,
+                "object": "model",
+                "created": state.created,
+                "owned_by": "candle-embed",
+                "root": m.info().model_id,
+                "max_model_len": m.info().max_length,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    state.ready()?;
+    Ok(Json(json!({"status": "ok"})))
+}
+
+async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let models = state.ready()?;
+    let described: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            let info = m.info();
+            json!({
+                "name": m.name,
+                "model_id": info.model_id,
+                "architecture": info.architecture.as_str(),
+                "dimensions": info.hidden_size,
+                "max_input_tokens": info.max_length,
+                "vocab_size": info.vocab_size,
+                "dtype": format!("{:?}", info.dtype).to_lowercase(),
+                "device": info.device,
+                "prompt_names": info.prompt_names,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "models": described,
+        "max_batch_tokens": state.max_batch_tokens,
+        "max_concurrent_requests": state.max_concurrent_requests,
+        "max_client_batch_size": state.max_client_batch_size,
+        "payload_limit": state.payload_limit,
+        "auth": state.api_key.is_some(),
+    })))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::docs::openapi())
+}
+
+async fn docs() -> Html<&'static str> {
+    Html(crate::docs::DOCS_HTML)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn keys_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"secret"));
+    }
+
+    #[test]
+    fn base64_is_little_endian_f32() {
+        assert_eq!(to_base64(&[1.0]), "AACAPw==");
+    }
+
+    #[test]
+    fn status_of_unready_server_is_503() {
+        let args = <crate::args::ServeArgs as clap::Parser>::parse_from(["s", "-m", "m"]);
+        let state = AppState::new(vec!["m".into()], &args, Arc::default());
+        assert_eq!(
+            state.select(Some("m")).err().unwrap().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let id = state.response_id();
+        assert!(id.starts_with("embd-") && id.len() == 5 + 24, "{id}");
+    }
+}

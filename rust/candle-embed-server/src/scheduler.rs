@@ -1,0 +1,509 @@
+//! Dynamic batching, one scheduler per model. Handlers tokenize on the blocking pool (never on the
+//! model thread), then send the token sequences to a queue actor; the model runs on its own OS
+//! thread and asks the actor for its next batch, packed up to the token budget from the queue's
+//! front. A request larger than one batch is split and reassembled in input order; a request
+//! whose client went away is skipped; a semaphore bounds admitted requests (full → 429).
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use candle_embed_engine::Embedder;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Metrics;
+
+/// What runs the forward pass: the engine, or a stand-in in tests.
+pub trait Backend: Send + Sync + 'static {
+    /// Raw pooled vectors of `sequences`, in order, computed in one pass.
+    fn embed_batch(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+impl Backend for Embedder {
+    fn embed_batch(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
+        self.embed_sequences(sequences).map_err(|e| e.to_string())
+    }
+}
+
+/// Raw vectors of one request, or why the model failed on them.
+pub type BatchResult = Result<Vec<Vec<f32>>, String>;
+
+/// Where the vectors of one request are gathered, piece by piece, before they go back.
+struct Assembly {
+    state: Mutex<AssemblyState>,
+}
+
+struct AssemblyState {
+    vectors: Vec<Vec<f32>>,
+    filled: usize,
+    reply: Option<oneshot::Sender<BatchResult>>,
+}
+
+impl Assembly {
+    fn new(len: usize, reply: oneshot::Sender<BatchResult>) -> Self {
+        Self {
+            state: Mutex::new(AssemblyState {
+                vectors: vec![Vec::new(); len],
+                filled: 0,
+                reply: Some(reply),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AssemblyState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The client stopped waiting (its receiver was dropped) or the request already failed.
+    fn is_cancelled(&self) -> bool {
+        self.lock()
+            .reply
+            .as_ref()
+            .is_none_or(oneshot::Sender::is_closed)
+    }
+
+    /// Stores the vectors of inputs `start..`; sends the whole answer once every input is in.
+    fn fill(&self, start: usize, vectors: Vec<Vec<f32>>) {
+        let mut state = self.lock();
+        state.filled += vectors.len();
+        for (slot, v) in state.vectors[start..].iter_mut().zip(vectors) {
+            *slot = v;
+        }
+        if state.filled == state.vectors.len() {
+            if let Some(reply) = state.reply.take() {
+                let vectors = std::mem::take(&mut state.vectors);
+                let _ = reply.send(Ok(vectors));
+            }
+        }
+    }
+
+    fn fail(&self, message: &str) {
+        if let Some(reply) = self.lock().reply.take() {
+            let _ = reply.send(Err(message.to_owned()));
+        }
+    }
+}
+
+/// A request waiting in the queue; `next` is its first input not yet handed to a batch.
+struct Entry {
+    assembly: Arc<Assembly>,
+    sequences: Vec<Vec<u32>>,
+    next: usize,
+    enqueued: Instant,
+}
+
+/// Part of one request inside a batch: its inputs `start..start + sequences.len()`.
+struct Piece {
+    assembly: Arc<Assembly>,
+    start: usize,
+    sequences: Vec<Vec<u32>>,
+}
+
+/// One forward pass worth of work.
+struct Batch {
+    pieces: Vec<Piece>,
+    tokens: usize,
+}
+
+/// Takes sequences from the queue's front, in order, while they fit in `budget` tokens (a single
+/// sequence longer than the budget goes alone). Cancelled requests are dropped on the way.
+fn next_batch(queue: &mut VecDeque<Entry>, budget: usize, metrics: &Metrics) -> Option<Batch> {
+    let mut pieces = Vec::new();
+    let mut tokens = 0;
+    while let Some(entry) = queue.front_mut() {
+        if entry.assembly.is_cancelled() {
+            queue.pop_front();
+            metrics
+                .cancelled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
+        let start = entry.next;
+        let mut end = start;
+        while let Some(seq) = entry.sequences.get(end) {
+            if tokens > 0 && tokens + seq.len() > budget {
+                break;
+            }
+            tokens += seq.len();
+            end += 1;
+        }
+        if end == start {
+            break;
+        }
+        if start == 0 {
+            metrics
+                .queue_duration
+                .observe_duration(entry.enqueued.elapsed());
+        }
+        let sequences = entry.sequences[start..end]
+            .iter_mut()
+            .map(std::mem::take)
+            .collect();
+        pieces.push(Piece {
+            assembly: Arc::clone(&entry.assembly),
+            start,
+            sequences,
+        });
+        entry.next = end;
+        if end < entry.sequences.len() {
+            break; // the budget is full
+        }
+        queue.pop_front();
+    }
+    (!pieces.is_empty()).then_some(Batch { pieces, tokens })
+}
+
+/// Handle to one model's queue; cheap to share behind an `Arc`.
+pub struct Scheduler {
+    jobs: mpsc::UnboundedSender<Entry>,
+    permits: Arc<Semaphore>,
+    max_concurrent: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Admission to the queue; held until the answer is sent.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.metrics
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Scheduler {
+    /// Starts the queue actor (on the current tokio runtime) and the model thread.
+    pub fn start<B: Backend>(
+        backend: Arc<B>,
+        max_batch_tokens: usize,
+        max_concurrent: usize,
+        metrics: Arc<Metrics>,
+        name: &str,
+    ) -> std::io::Result<Self> {
+        let (jobs, job_rx) = mpsc::unbounded_channel();
+        let (batch_requests, batch_request_rx) = mpsc::unbounded_channel();
+        tokio::spawn(queue_actor(
+            job_rx,
+            batch_request_rx,
+            max_batch_tokens.max(1),
+            Arc::clone(&metrics),
+        ));
+        let thread_metrics = Arc::clone(&metrics);
+        std::thread::Builder::new()
+            .name(format!("model-{name}"))
+            .spawn(move || model_loop(&*backend, &batch_requests, &thread_metrics))?;
+        Ok(Self {
+            jobs,
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            max_concurrent: max_concurrent.max(1),
+            metrics,
+        })
+    }
+
+    /// A place in the queue, or `None` when `--max-concurrent-requests` are already in.
+    pub fn admit(&self) -> Option<Admission> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            self.metrics.rejected_overloaded.fetch_add(1, Relaxed);
+            return None;
+        };
+        self.metrics.in_flight.fetch_add(1, Relaxed);
+        Some(Admission {
+            _permit: permit,
+            metrics: Arc::clone(&self.metrics),
+        })
+    }
+
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent
+    }
+
+    /// Queues tokenized inputs; the answer arrives on the returned receiver, in input order.
+    /// Dropping the receiver cancels the request if no batch has taken it yet.
+    pub fn submit(&self, sequences: Vec<Vec<u32>>) -> oneshot::Receiver<BatchResult> {
+        let (reply, answer) = oneshot::channel();
+        if sequences.is_empty() {
+            let _ = reply.send(Ok(Vec::new()));
+            return answer;
+        }
+        let entry = Entry {
+            assembly: Arc::new(Assembly::new(sequences.len(), reply)),
+            sequences,
+            next: 0,
+            enqueued: Instant::now(),
+        };
+        // If the actor is gone (shutting down), the entry and its sender drop: the receiver
+        // sees a closed channel.
+        let _ = self.jobs.send(entry);
+        answer
+    }
+}
+
+/// Owns the queue: appends new requests, and hands the model thread its next batch when it asks.
+/// Ends when every `Scheduler` handle is gone and the queue is empty.
+async fn queue_actor(
+    mut jobs: mpsc::UnboundedReceiver<Entry>,
+    mut batch_requests: mpsc::UnboundedReceiver<oneshot::Sender<Batch>>,
+    budget: usize,
+    metrics: Arc<Metrics>,
+) {
+    let mut queue = VecDeque::new();
+    let mut waiting: Option<oneshot::Sender<Batch>> = None;
+    let mut closed = false;
+    loop {
+        tokio::select! {
+            job = jobs.recv(), if !closed => match job {
+                Some(entry) => queue.push_back(entry),
+                None => closed = true,
+            },
+            request = batch_requests.recv(), if waiting.is_none() => match request {
+                Some(tx) => waiting = Some(tx),
+                None => return, // the model thread is gone
+            },
+        }
+        // Take everything already queued before forming a batch, so it can be merged.
+        if !closed {
+            while let Ok(entry) = jobs.try_recv() {
+                queue.push_back(entry);
+            }
+        }
+        if waiting.is_some() {
+            if let Some(batch) = next_batch(&mut queue, budget, &metrics) {
+                if let Err(batch) = waiting.take().map(|tx| tx.send(batch)).transpose() {
+                    for piece in batch.pieces {
+                        piece.assembly.fail("the model thread stopped");
+                    }
+                    return;
+                }
+            }
+        }
+        if closed && queue.is_empty() {
+            return; // dropping `waiting` tells the model thread to stop
+        }
+    }
+}
+
+/// The model's own thread: asks for a batch, runs it, sends each request its vectors.
+fn model_loop<B: Backend + ?Sized>(
+    backend: &B,
+    batch_requests: &mpsc::UnboundedSender<oneshot::Sender<Batch>>,
+    metrics: &Metrics,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        let (tx, rx) = oneshot::channel();
+        if batch_requests.send(tx).is_err() {
+            return;
+        }
+        let Ok(batch) = rx.blocking_recv() else {
+            return;
+        };
+        let started = Instant::now();
+        let mut sizes = Vec::with_capacity(batch.pieces.len());
+        let mut sequences = Vec::new();
+        let mut pieces = Vec::with_capacity(batch.pieces.len());
+        for piece in batch.pieces {
+            sizes.push(piece.sequences.len());
+            sequences.extend(piece.sequences);
+            pieces.push((piece.assembly, piece.start));
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| backend.embed_batch(&sequences)))
+            .unwrap_or_else(|_| Err("internal error: the model panicked".to_owned()));
+        metrics.forward_duration.observe_duration(started.elapsed());
+        metrics.batches.fetch_add(1, Relaxed);
+        metrics.batch_sequences.observe(sequences.len() as f64);
+        metrics.batch_requests.observe(pieces.len() as f64);
+        metrics.batch_tokens.observe(batch.tokens as f64);
+        match result {
+            Ok(vectors) if vectors.len() == sequences.len() => {
+                metrics
+                    .tokens_embedded
+                    .fetch_add(batch.tokens as u64, Relaxed);
+                metrics
+                    .inputs_embedded
+                    .fetch_add(sequences.len() as u64, Relaxed);
+                let mut vectors = vectors.into_iter();
+                for ((assembly, start), size) in pieces.into_iter().zip(sizes) {
+                    assembly.fill(start, vectors.by_ref().take(size).collect());
+                }
+            }
+            Ok(_) => {
+                for (assembly, _) in pieces {
+                    assembly.fail("internal error: the model returned the wrong number of vectors");
+                }
+            }
+            Err(message) => {
+                tracing::error!("forward pass failed: {message}");
+                for (assembly, _) in pieces {
+                    assembly.fail(&message);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A stand-in model: the vector of a sequence is `[sum of ids, length]`; it records the
+    /// size of every batch it runs.
+    #[derive(Default)]
+    struct Fake {
+        batches: Mutex<Vec<usize>>,
+        delay_ms: u64,
+        calls: AtomicUsize,
+    }
+
+    impl Backend for Fake {
+        fn embed_batch(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(self.delay_ms));
+            self.batches.lock().unwrap().push(sequences.len());
+            if sequences.iter().any(|s| s.contains(&666)) {
+                return Err("bad token".into());
+            }
+            Ok(sequences
+                .iter()
+                .map(|s| vec![s.iter().sum::<u32>() as f32, s.len() as f32])
+                .collect())
+        }
+    }
+
+    fn expected(seqs: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        seqs.iter()
+            .map(|s| vec![s.iter().sum::<u32>() as f32, s.len() as f32])
+            .collect()
+    }
+
+    fn entry(seqs: Vec<Vec<u32>>) -> (Entry, oneshot::Receiver<BatchResult>) {
+        let (tx, rx) = oneshot::channel();
+        let entry = Entry {
+            assembly: Arc::new(Assembly::new(seqs.len(), tx)),
+            sequences: seqs,
+            next: 0,
+            enqueued: Instant::now(),
+        };
+        (entry, rx)
+    }
+
+    #[test]
+    fn batches_merge_requests_and_split_large_ones() {
+        let metrics = Metrics::default();
+        let mut queue = VecDeque::new();
+        let (a, _ra) = entry(vec![vec![1; 3], vec![2; 3]]);
+        let (b, _rb) = entry(vec![vec![3; 2], vec![4; 4], vec![5; 4]]);
+        queue.push_back(a);
+        queue.push_back(b);
+        // Budget 10: all of a (6) and b's first input (2), then b's second fits? 8 + 4 > 10.
+        let first = next_batch(&mut queue, 10, &metrics).unwrap();
+        assert_eq!(first.tokens, 8);
+        assert_eq!(first.pieces.len(), 2);
+        assert_eq!(first.pieces[1].start, 0);
+        assert_eq!(first.pieces[1].sequences.len(), 1);
+        let second = next_batch(&mut queue, 10, &metrics).unwrap();
+        assert_eq!(second.tokens, 8);
+        assert_eq!(second.pieces[0].start, 1);
+        assert!(next_batch(&mut queue, 10, &metrics).is_none());
+    }
+
+    #[test]
+    fn an_input_longer_than_the_budget_goes_alone() {
+        let metrics = Metrics::default();
+        let mut queue = VecDeque::new();
+        let (a, _ra) = entry(vec![vec![1; 50], vec![1; 2]]);
+        queue.push_back(a);
+        assert_eq!(next_batch(&mut queue, 10, &metrics).unwrap().tokens, 50);
+        assert_eq!(next_batch(&mut queue, 10, &metrics).unwrap().tokens, 2);
+    }
+
+    #[test]
+    fn cancelled_requests_are_skipped() {
+        let metrics = Metrics::default();
+        let mut queue = VecDeque::new();
+        let (a, ra) = entry(vec![vec![1; 3]]);
+        let (b, _rb) = entry(vec![vec![2; 3]]);
+        queue.push_back(a);
+        queue.push_back(b);
+        drop(ra);
+        let batch = next_batch(&mut queue, 100, &metrics).unwrap();
+        assert_eq!(batch.pieces.len(), 1);
+        assert_eq!(batch.pieces[0].sequences, [vec![2; 3]]);
+        assert_eq!(metrics.cancelled.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn split_answers_come_back_in_input_order() {
+        let (tx, rx) = oneshot::channel();
+        let assembly = Assembly::new(3, tx);
+        assembly.fill(2, vec![vec![3.0]]);
+        assembly.fill(0, vec![vec![1.0], vec![2.0]]);
+        assert_eq!(
+            rx.blocking_recv().unwrap().unwrap(),
+            [vec![1.0], vec![2.0], vec![3.0]]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_are_merged_and_answered_exactly() {
+        let fake = Arc::new(Fake {
+            delay_ms: 5,
+            ..Fake::default()
+        });
+        let metrics = Arc::new(Metrics::default());
+        let scheduler = Arc::new(
+            Scheduler::start(Arc::clone(&fake), 64, 1000, Arc::clone(&metrics), "t").unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let scheduler = Arc::clone(&scheduler);
+            tasks.push(tokio::spawn(async move {
+                let _admitted = scheduler.admit().unwrap();
+                let seqs: Vec<Vec<u32>> = (0..=(i % 5))
+                    .map(|j| vec![i + j; 1 + ((i + j) % 40) as usize])
+                    .collect();
+                let got = scheduler.submit(seqs.clone()).await.unwrap().unwrap();
+                assert_eq!(got, expected(&seqs));
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let batches = fake.batches.lock().unwrap().clone();
+        assert!(batches.iter().any(|&n| n > 1), "{batches:?}");
+        assert!(metrics.batch_requests.count() > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn model_errors_reach_only_their_batch_and_the_queue_goes_on() {
+        let fake = Arc::new(Fake::default());
+        let metrics = Arc::new(Metrics::default());
+        let scheduler = Scheduler::start(Arc::clone(&fake), 8, 10, metrics, "t").unwrap();
+        let bad = scheduler.submit(vec![vec![666]]).await.unwrap();
+        assert!(bad.unwrap_err().contains("bad token"));
+        let good = scheduler.submit(vec![vec![1, 2]]).await.unwrap().unwrap();
+        assert_eq!(good, [vec![3.0, 2.0]]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admission_is_bounded() {
+        let metrics = Arc::new(Metrics::default());
+        let scheduler =
+            Scheduler::start(Arc::new(Fake::default()), 8, 2, Arc::clone(&metrics), "t").unwrap();
+        let a = scheduler.admit();
+        let b = scheduler.admit();
+        assert!(a.is_some() && b.is_some());
+        assert!(scheduler.admit().is_none());
+        drop(a);
+        assert!(scheduler.admit().is_some());
+        assert_eq!(metrics.rejected_overloaded.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.in_flight.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,137 @@
+//! Starting and stopping: bind, answer 503 while the models load, serve, and on Ctrl-C or SIGTERM
+//! stop accepting, finish the requests already accepted, then return.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use candle_embed_engine::Embedder;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::api::{router, AppState, Served};
+use crate::args::ServeArgs;
+use crate::metrics::Metrics;
+use crate::models::ModelSpec;
+use crate::scheduler::Scheduler;
+
+/// Runs the server on a new tokio runtime until Ctrl-C or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("candle-embed-http")
+        .build()
+        .context("starting the tokio runtime")?;
+    let result = runtime.block_on(serve(args, shutdown_signal()));
+    // A model still loading on the blocking pool (a signal came first) must not hold up the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Serves `args` until `shutdown` resolves (or a model fails to load, which is an error).
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let specs = ModelSpec::from_args(&args)?;
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let local: SocketAddr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let names = specs.iter().map(|s| s.name.clone()).collect();
+    let state = Arc::new(AppState::new(names, &args, Arc::clone(&metrics)));
+
+    let (load_failed_tx, load_failed) = oneshot::channel::<anyhow::Error>();
+    let loader_state = Arc::clone(&state);
+    let max_concurrent = args.max_concurrent_requests;
+    tokio::spawn(async move {
+        match load_models(specs, max_concurrent, &metrics).await {
+            Ok(served) => {
+                let names: Vec<_> = served.iter().map(|m| m.name.clone()).collect();
+                let _ = loader_state.models.set(served);
+                tracing::info!("ready: serving {}", names.join(", "));
+            }
+            Err(err) => {
+                let _ = load_failed_tx.send(err);
+            }
+        }
+    });
+
+    tracing::info!("listening on http://{local} (models loading)");
+    let stop_state = Arc::clone(&state);
+    let (failure_tx, failure_rx) = oneshot::channel();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down: finishing accepted requests"),
+            Ok(err) = load_failed => {
+                let _ = failure_tx.send(err);
+            }
+        }
+        stop_state.shutting_down.store(true, Ordering::SeqCst);
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop)
+        .await
+        .context("serving HTTP")?;
+    if let Ok(err) = failure_rx.await {
+        return Err(err);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn load_models(
+    specs: Vec<ModelSpec>,
+    max_concurrent: usize,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Vec<Served>> {
+    let mut served = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let options = spec.options.clone();
+        let embedder = tokio::task::spawn_blocking(move || Embedder::load(&options))
+            .await?
+            .with_context(|| format!("loading model `{}`", spec.name))?;
+        let embedder = Arc::new(embedder);
+        let scheduler = Scheduler::start(
+            Arc::clone(&embedder),
+            spec.options.max_batch_tokens,
+            max_concurrent,
+            Arc::clone(metrics),
+            &spec.name,
+        )?;
+        served.push(Served {
+            name: spec.name,
+            embedder,
+            scheduler,
+        });
+    }
+    Ok(served)
+}

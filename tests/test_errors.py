@@ -167,7 +167,7 @@ def test_too_long_input_names_both_lengths(gqa):
     for call in (gqa.send_embedding_request, gqa.tokenize):
         with pytest.raises(ValueError) as err:
             call(EmbeddingRequest(input=["short", LONG_TEXT]))
-        says(err, "input 1", f"has {total} tokens", "maximum of 128", "truncate_sequence=True")
+        says(err, "input 1", f"has {total} tokens", "maximum of 128", "truncate_sequence", "truncate_prompt_tokens")
 
 
 def test_too_long_input_succeeds_when_truncation_is_asked_for(gqa):

@@ -59,8 +59,8 @@ impl LengthLimit {
         }
         if !self.truncate {
             return Err(EngineError::invalid(format!(
-                "input {index} has {total} tokens, more than the maximum of {}; shorten it, or set \
-                 truncate_sequence=True or truncate_prompt_tokens to truncate it",
+                "input {index} has {total} tokens, more than the maximum of {}; shorten it, or \
+                 truncate it with truncate_sequence or truncate_prompt_tokens",
                 self.max_tokens
             )));
         }

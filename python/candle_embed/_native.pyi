@@ -1,6 +1,7 @@
 """Type stubs for the compiled module candle_embed._native."""
 
 import os
+import pathlib
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
@@ -26,10 +27,10 @@ class Which:
 
         model_id: str
         arch: Optional[EmbeddingArchitecture]
-        tokenizer_json: Optional[str]
+        tokenizer_json: Optional[pathlib.Path]
         dtype: str
         revision: Optional[str]
-        hf_cache_path: Optional[str]
+        hf_cache_path: Optional[pathlib.Path]
 
         def __init__(
             self,

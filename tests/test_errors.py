@@ -424,36 +424,37 @@ def test_rewritten_weights_are_unchanged(tmp_path, gqa):
     np.testing.assert_array_equal(embed(load(model), input="hello"), embed(gqa, input="hello"))
 
 
-def test_weights_missing_a_tensor(tmp_path):
+def edit_weights(tmp_path: Path, edit) -> Path:
+    """A copy of the fixture model whose tensors (a name -> (dtype, array) dict) `edit` changed."""
     model = copy_model(tmp_path)
     weights = model / "model.safetensors"
     metadata, tensors = read_safetensors(weights)
-    del tensors["layers.1.self_attn.k_proj.weight"]
+    edit(tensors)
     write_safetensors(weights, metadata, tensors)
+    return model
+
+
+def test_weights_missing_a_tensor(tmp_path):
+    model = edit_weights(tmp_path, lambda tensors: tensors.pop("layers.1.self_attn.k_proj.weight"))
     with pytest.raises(ValueError) as err:
         load(model)
     says(err, "loading weights", str(model), "layers.1.self_attn.k_proj.weight")
 
 
 def test_weights_with_a_wrong_shaped_tensor(tmp_path):
-    model = copy_model(tmp_path)
-    weights = model / "model.safetensors"
-    metadata, tensors = read_safetensors(weights)
-    dtype, up = tensors["layers.0.mlp.up_proj.weight"]
-    assert up.shape == (96, 64)
-    tensors["layers.0.mlp.up_proj.weight"] = (dtype, up[:, :32])
-    write_safetensors(weights, metadata, tensors)
+    def narrow_up_proj(tensors):
+        dtype, up = tensors["layers.0.mlp.up_proj.weight"]
+        assert up.shape == (96, 64)
+        tensors["layers.0.mlp.up_proj.weight"] = (dtype, up[:, :32])
+
+    model = edit_weights(tmp_path, narrow_up_proj)
     with pytest.raises(ValueError) as err:
         load(model)
     says(err, "layers.0.mlp.up_proj.weight", "[96, 64]", "[96, 32]")
 
 
 def test_weights_without_embed_tokens(tmp_path):
-    model = copy_model(tmp_path)
-    weights = model / "model.safetensors"
-    metadata, tensors = read_safetensors(weights)
-    del tensors["embed_tokens.weight"]
-    write_safetensors(weights, metadata, tensors)
+    model = edit_weights(tmp_path, lambda tensors: tensors.pop("embed_tokens.weight"))
     with pytest.raises(ValueError) as err:
         load(model)
     says(err, "embed_tokens.weight", "Qwen3 checkpoint")

@@ -12,10 +12,10 @@ use crate::error::{EngineError, Result};
 use crate::model::Model;
 use crate::pack::{plan_batches, PackedBatch};
 use crate::pool;
-use crate::prompt::{self, Prompts};
+use crate::prompt::Prompts;
 use crate::request::EmbeddingRequest;
 use crate::source::ModelSource;
-use crate::tokenize::{EmbeddingTokenizer, LengthLimit};
+use crate::tokenize::EmbeddingTokenizer;
 use crate::weights;
 
 /// Default token budget of one forward pass.
@@ -173,14 +173,12 @@ impl Embedder {
 
     /// The token sequences the model is fed for `request`, in input order.
     pub fn tokenize(&self, request: &EmbeddingRequest) -> Result<Vec<Vec<u32>>> {
-        let limit = LengthLimit::for_request(request, self.info.max_length)?;
-        let prefix = prompt::prefix(
-            request.instruction.as_deref(),
-            request.prompt_name.as_deref(),
+        self.tokenizer.encode_request(
+            request,
             self.prompts.as_ref(),
-        )?;
-        self.tokenizer
-            .encode_request(request, prefix.as_deref(), &limit, self.config.vocab_size)
+            self.info.max_length,
+            self.config.vocab_size,
+        )
     }
 
     /// Checks the request's output options before any work is done.

@@ -7,6 +7,7 @@ use std::path::Path;
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
 use crate::error::{EngineError, Result};
+use crate::prompt::{self, Prompts};
 use crate::request::{EmbeddingInput, EmbeddingRequest, TruncationSide};
 
 /// The end-of-text token every text input must end with.
@@ -171,11 +172,30 @@ impl EmbeddingTokenizer {
         }
     }
 
+    /// The token sequences the model is fed for `request`, in input order: the request's
+    /// instruction or named prompt (from `prompts`) in front of each text, its length limit
+    /// within `max_length`, token ids checked against `vocab_size`.
+    pub fn encode_request(
+        &self,
+        request: &EmbeddingRequest,
+        prompts: Option<&Prompts>,
+        max_length: usize,
+        vocab_size: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        let limit = LengthLimit::for_request(request, max_length)?;
+        let prefix = prompt::prefix(
+            request.instruction.as_deref(),
+            request.prompt_name.as_deref(),
+            prompts,
+        )?;
+        self.encode_inputs(request, prefix.as_deref(), &limit, vocab_size)
+    }
+
     /// Turns a request's input into the token sequences the model is fed, in input order.
     ///
     /// Texts get the request's prefix and `<|endoftext|>`; token ids are taken as given (only
     /// truncated), and must lie below `vocab_size`.
-    pub fn encode_request(
+    fn encode_inputs(
         &self,
         request: &EmbeddingRequest,
         prefix: Option<&str>,

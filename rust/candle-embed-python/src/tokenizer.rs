@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use candle_embed_engine::prompt;
-use candle_embed_engine::tokenize::{EmbeddingTokenizer, LengthLimit};
+use candle_embed_engine::tokenize::EmbeddingTokenizer;
 use pyo3::prelude::*;
 
 use crate::errors::without_gil;
@@ -38,14 +37,12 @@ impl PyTokenizer {
     ) -> PyResult<Vec<Vec<u32>>> {
         let request = &request.inner;
         without_gil(py, || {
-            let limit = LengthLimit::for_request(request, max_length.unwrap_or(usize::MAX))?;
-            let prefix = prompt::prefix(
-                request.instruction.as_deref(),
-                request.prompt_name.as_deref(),
+            self.inner.encode_request(
+                request,
                 None,
-            )?;
-            self.inner
-                .encode_request(request, prefix.as_deref(), &limit, self.vocab_size)
+                max_length.unwrap_or(usize::MAX),
+                self.vocab_size,
+            )
         })
     }
 

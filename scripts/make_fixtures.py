@@ -6,7 +6,9 @@ Run by hand, never in CI:
     python3 scripts/make_fixtures.py
 
 Needs torch, transformers (>= 5), tokenizers, safetensors and numpy. Everything is deterministic
-(fixed seeds, CPU, float32, eager attention), so running it twice gives the same files.
+(fixed seeds, CPU, eager attention), so running it twice gives the same files. `embeddings` come
+from the model in float32 (the reference); `embeddings_bf16` from the same model cast to bfloat16,
+the yardstick for our bf16 path.
 
 What it writes (the folder is deleted and recreated each run):
 
@@ -14,7 +16,8 @@ What it writes (the folder is deleted and recreated each run):
                                        weights (*.safetensors [+ index]), maybe
                                        config_sentence_transformers.json
     tests/fixtures/expected/<name>.json  {"model", "cases": [{"id", "request", "token_ids",
-                                                              "embeddings"}]}
+                                                              "embeddings",
+                                                              "embeddings_bf16"}]}
 
 Each model is a random-weight `transformers.Qwen3Model`, scaled so that every layer moves the
 output, and each checkpoint is laid out differently (dtype, `model.` prefix, sharding, RoPE config
@@ -26,6 +29,7 @@ run the model, take the last token's hidden state, keep the first `dimensions` v
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -349,6 +353,8 @@ class Reference:
         self.name = name
         self.spec = spec
         self.model = model
+        # transformers in bf16 (weights and activations), the yardstick for our bf16 path.
+        self.model_bf16 = copy.deepcopy(model).to(torch.bfloat16)
         self.hf = PreTrainedTokenizerFast(
             tokenizer_file=str(model_dir / "tokenizer.json"),
             eos_token=EOS,
@@ -423,16 +429,17 @@ class Reference:
         return [self.tokenize_text(self.format(t, request), request) for t in inp]
 
     @torch.no_grad()
-    def hidden(self, batch: list[list[int]]) -> torch.Tensor:
-        """Last-token hidden states of a left-padded batch (pad id = EOS id)."""
+    def hidden(self, batch: list[list[int]], bf16: bool = False) -> torch.Tensor:
+        """Last-token hidden states of a left-padded batch (pad id = EOS id), as f32."""
         width = max(len(r) for r in batch)
         ids = torch.full((len(batch), width), self.eos_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for i, row in enumerate(batch):
             ids[i, width - len(row) :] = torch.tensor(row)
             mask[i, width - len(row) :] = 1
-        out = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        return out[:, -1]
+        model = self.model_bf16 if bf16 else self.model
+        out = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return out[:, -1].to(torch.float32)
 
     @staticmethod
     def finish(h: torch.Tensor, request: dict) -> torch.Tensor:
@@ -452,11 +459,13 @@ class Reference:
             diff = (emb[i] - alone).abs().max().item()
             assert diff <= SELF_CHECK_TOL, (self.name, case_id, i, diff)
         assert torch.isfinite(emb).all()
+        emb_bf16 = self.finish(self.hidden(batch, bf16=True), request)
         return {
             "id": case_id,
             "request": request,
             "token_ids": batch,
             "embeddings": [[float(v) for v in row] for row in emb.to(torch.float32).numpy()],
+            "embeddings_bf16": [[float(v) for v in row] for row in emb_bf16.numpy()],
         }
 
 

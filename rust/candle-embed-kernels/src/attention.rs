@@ -1,0 +1,1441 @@
+//! Causal grouped-query attention over packed sequences, bf16 products with f32 softmax.
+//!
+//! Flash-style: a task takes up to 128 positions of one sequence for the `q/kv` query heads that
+//! share one K/V head, and walks the sequence's 32-key blocks up to the diagonal with a running
+//! maximum and sum per row, rescaling its f32 accumulator; no L×L score matrix exists, and a
+//! task's scratch is its rows' state (rows × head_dim). Q, K and V are first rounded to bf16 in
+//! one sweep over `qkv` (a bf16 copy half the size of the f32 input), K and V straight into the
+//! layouts the kernels multiply, so each K/V block is converted once and then read by every
+//! query head of its group.
+//!
+//! Three kernels, one arithmetic: Q, K, V and the probabilities P are rounded to bf16 (nearest
+//! even), products are summed in f32, the softmax runs in f32 in base 2 (`exp2` of
+//! `scale·log2 e·q·k`), and the output is rounded to bf16 once at the end. [`Isa::Reference`] is
+//! portable scalar code; [`Isa::Avx512Bf16`] does the same operations in the same order with
+//! `vdpbf16ps` (bit for bit equal); [`Isa::Amx`] computes the two products with tiles, which sum
+//! a 32-wide dot product in their own order. A row's result depends only on its own sequence
+//! (blocks start at the sequence's first token, and no reduction crosses rows), so a text gets
+//! the same bits whatever it is packed with.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::ops::Range;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::isa::Isa;
+use crate::matrix::{f32_to_bf16, BfMatrix};
+
+/// Head counts of a grouped-query attention layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads.
+    pub q: usize,
+    /// Key/value heads; each serves `q / kv` consecutive query heads.
+    pub kv: usize,
+    /// Elements per head.
+    pub dim: usize,
+}
+
+/// Keys per block: two 16-lane registers, or two 16-column tiles, of scores per query row.
+const KEYS: usize = 32;
+/// Lanes of the per-row partial sums (one register).
+const LANES: usize = 16;
+/// Query rows of the largest kernel pass (AMX: two 16-row tiles).
+const MAX_ROWS: usize = 32;
+
+/// Causal attention inside each packed sequence.
+///
+/// `qkv` is f32, `tokens × (q + 2·kv)·dim`, each row holding the q heads, then the k heads, then
+/// the v heads (RMS-normed and rotated already). `sequences` are the token ranges of the packed
+/// sequences, in order, covering `0..tokens`. `scale` (usually `1/√dim`) must be positive.
+/// Writes the `tokens × q·dim` result into `out` (reset to that shape), which is the o_proj
+/// input.
+pub fn causal_attention(
+    isa: Isa,
+    heads: Heads,
+    qkv: &[f32],
+    sequences: &[Range<usize>],
+    scale: f32,
+    out: &mut BfMatrix,
+) {
+    assert!(
+        isa.is_supported(),
+        "attention: the {isa} kernel cannot run on this CPU"
+    );
+    let choice = match isa {
+        Isa::Amx => Choice::Amx,
+        Isa::Avx512Bf16 => Choice::Avx512,
+        Isa::Reference => Choice::Reference,
+    };
+    attend(choice, heads, qkv, sequences, scale, out);
+}
+
+/// Floating-point operations of causal attention (QKᵀ and PV over the lower triangle), for
+/// throughput figures.
+pub fn flops(heads: Heads, sequences: &[Range<usize>]) -> f64 {
+    let squares: f64 = sequences.iter().map(|s| (s.len() as f64).powi(2)).sum();
+    2.0 * squares * heads.dim as f64 * heads.q as f64
+}
+
+/// The same attention from the f32 inputs in f64, without any rounding: the yardstick for the
+/// kernels. Returns `tokens × q·dim` values.
+pub fn f64_reference(
+    heads: Heads,
+    qkv: &[f32],
+    sequences: &[Range<usize>],
+    scale: f32,
+) -> Vec<f64> {
+    let tokens = check_shapes(heads, qkv, sequences);
+    let Heads { q, kv, dim } = heads;
+    let width = (q + 2 * kv) * dim;
+    let at = |token: usize, col: usize| f64::from(qkv[token * width + col]);
+    let mut out = vec![0f64; tokens * q * dim];
+    for seq in sequences {
+        for h in 0..q {
+            let (k_col, v_col) = ((q + h / (q / kv)) * dim, (q + kv + h / (q / kv)) * dim);
+            for i in seq.clone() {
+                let scores: Vec<f64> = (seq.start..=i)
+                    .map(|j| {
+                        let dot: f64 = (0..dim)
+                            .map(|d| at(i, h * dim + d) * at(j, k_col + d))
+                            .sum();
+                        dot * f64::from(scale)
+                    })
+                    .collect();
+                let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for (j, w) in (seq.start..=i).zip(&weights) {
+                    for d in 0..dim {
+                        out[(i * q + h) * dim + d] += w / total * at(j, v_col + d);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Validates the arguments; returns the token count.
+fn check_shapes(heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> usize {
+    assert!(
+        heads.kv > 0 && heads.q.is_multiple_of(heads.kv),
+        "attention: {} query heads cannot share {} K/V heads",
+        heads.q,
+        heads.kv
+    );
+    let mut tokens = 0;
+    for seq in sequences {
+        assert!(
+            seq.start == tokens && seq.end >= seq.start,
+            "attention: sequences must be contiguous from 0; got {seq:?} after token {tokens}"
+        );
+        tokens = seq.end;
+    }
+    let width = (heads.q + 2 * heads.kv) * heads.dim;
+    assert_eq!(
+        qkv.len(),
+        tokens * width,
+        "attention: qkv holds {} values, {tokens} tokens of {width} need {}",
+        qkv.len(),
+        tokens * width
+    );
+    tokens
+}
+
+/// A head's length as the kernels store it: whole 32-element tile rows (zeros added).
+fn padded_dim(dim: usize) -> usize {
+    dim.next_multiple_of(32)
+}
+
+/// Which kernel runs the passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choice {
+    Amx,
+    /// The AMX pass on the software tile model (tests; needs AVX512-BF16 for the softmax).
+    #[cfg(test)]
+    SoftAmx,
+    Avx512,
+    Reference,
+}
+
+fn attend(
+    choice: Choice,
+    heads: Heads,
+    qkv: &[f32],
+    sequences: &[Range<usize>],
+    scale: f32,
+    out: &mut BfMatrix,
+) {
+    // The x86 kernels (and packing) all need AVX512-BF16, the tiles' softmax included.
+    let vector = choice != Choice::Reference;
+    assert!(!vector || Isa::Avx512Bf16.is_supported());
+    assert!(choice != Choice::Amx || Isa::Amx.is_supported());
+    // With c > 0 the largest scaled score is the largest score, scaled (see the softmax).
+    assert!(
+        scale > 0.0 && scale.is_finite(),
+        "attention: scale {scale} is not positive"
+    );
+    let tokens = check_shapes(heads, qkv, sequences);
+    out.reset(tokens, heads.q * heads.dim);
+    if tokens == 0 || heads.q == 0 || heads.dim == 0 {
+        return;
+    }
+    let job = Job {
+        choice,
+        heads,
+        sequences,
+        packed: Packed::new(heads, qkv, sequences, BUFFERS.take(), vector),
+        c: scale * std::f32::consts::LOG2_E,
+    };
+    tasks(heads, sequences, out)
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|task| job.run(task));
+    let Packed { q, k, v, .. } = job.packed;
+    if q.capacity() * 2 + (k.capacity() + v.capacity()) * 4 <= KEEP_BYTES {
+        BUFFERS.set(Buffers { q, k, v });
+    }
+}
+
+/// The packed buffers, kept by the calling thread for its next call (every layer of every batch
+/// needs them; fresh allocations this size are page-faulted in each time), unless a long input
+/// grew them past `KEEP_BYTES`.
+#[derive(Default)]
+struct Buffers {
+    q: Vec<bf16>,
+    k: Vec<u32>,
+    v: Vec<u32>,
+}
+
+const KEEP_BYTES: usize = 64 << 20;
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::default();
+}
+
+/// Q, K and V rounded to bf16 once, in one sweep over `qkv` token by token, and laid out for
+/// the kernels, in blocks of 32 tokens (a sequence's blocks start at its first token).
+///
+/// Q: per block, the 32 tokens' rows of `q · dp`, as in `qkv` (heads padded to `dp`), so one
+/// query head's positions are `q · dp` apart.
+///
+/// K: per block and K/V head, for each dimension pair p the 32 keys' pairs `(k[2p], k[2p+1])`:
+/// per half one 16-key register, or one row of a 16-key B tile. V: per block and K/V head, for
+/// each key pair j and dimension d the pair `(v[2j][d], v[2j+1][d])`: 16 dimensions of them make
+/// one register, or one B-tile row, that probability pairs turn into 16 output sums. Pairs are
+/// stored as the 32-bit word they make in memory.
+///
+/// Tokens past the end of a sequence and dimensions past `dim` are zero.
+struct Packed {
+    q: Vec<bf16>,
+    k: Vec<u32>,
+    v: Vec<u32>,
+    /// Index of each sequence's first block.
+    first_block: Vec<usize>,
+    heads: Heads,
+    dp: usize,
+}
+
+impl Packed {
+    fn new(
+        heads: Heads,
+        qkv: &[f32],
+        sequences: &[Range<usize>],
+        buffers: Buffers,
+        vector: bool,
+    ) -> Self {
+        let dp = padded_dim(heads.dim);
+        let (q_len, kv_len) = (KEYS * heads.q * dp, heads.kv * KEYS * dp / 2);
+        // (first token, tokens) of every block, sequence after sequence.
+        let spans: Vec<(usize, usize)> = sequences
+            .iter()
+            .flat_map(|s| {
+                (s.start..s.end)
+                    .step_by(KEYS)
+                    .map(|t| (t, (s.end - t).min(KEYS)))
+            })
+            .collect();
+        let first_block = sequences
+            .iter()
+            .scan(0, |next, s| {
+                let first = *next;
+                *next += s.len().div_ceil(KEYS);
+                Some(first)
+            })
+            .collect();
+        let Buffers {
+            mut q,
+            mut k,
+            mut v,
+        } = buffers;
+        // Every element is written below; reused buffers are only resized, not cleared.
+        resize(&mut q, spans.len() * q_len);
+        resize(&mut k, spans.len() * kv_len);
+        resize(&mut v, spans.len() * kv_len);
+        q.par_chunks_mut(q_len)
+            .zip(k.par_chunks_mut(kv_len))
+            .zip(v.par_chunks_mut(kv_len))
+            .zip(&spans)
+            .for_each_init(
+                || KvRows::new(heads),
+                |rows, (((q, k), v), &(first, len))| {
+                    rows.load(heads, qkv, first..first + len, q);
+                    rows.pack(heads, k, v, vector);
+                },
+            );
+        Self {
+            q,
+            k,
+            v,
+            first_block,
+            heads,
+            dp,
+        }
+    }
+
+    /// Block `b` of sequence `seq`: its query rows, and K/V head `head`'s K and V.
+    fn block(&self, seq: usize, b: usize, head: usize) -> (&[bf16], &[u32], &[u32]) {
+        let block = self.first_block[seq] + b;
+        let q_len = KEYS * self.heads.q * self.dp;
+        let kv_len = KEYS * self.dp / 2;
+        let at = block * self.heads.kv + head;
+        (
+            &self.q[block * q_len..(block + 1) * q_len],
+            &self.k[at * kv_len..(at + 1) * kv_len],
+            &self.v[at * kv_len..(at + 1) * kv_len],
+        )
+    }
+}
+
+/// `len` elements, keeping what a reused buffer holds rather than zeroing it.
+fn resize<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) {
+    buffer.truncate(len);
+    buffer.resize(len, T::default());
+}
+
+/// One block's K and V rows in bf16, token-major (32 rows of `kv · dp`): scratch for packing.
+struct KvRows {
+    k: Vec<bf16>,
+    v: Vec<bf16>,
+}
+
+impl KvRows {
+    fn new(heads: Heads) -> Self {
+        let len = KEYS * heads.kv * padded_dim(heads.dim);
+        Self {
+            k: vec![bf16::ZERO; len],
+            v: vec![bf16::ZERO; len],
+        }
+    }
+
+    /// Converts `tokens` (at most 32), reading each token's row of `qkv` front to back: Q
+    /// straight into its packed place `q`, K and V into the scratch rows.
+    fn load(&mut self, heads: Heads, qkv: &[f32], tokens: Range<usize>, q: &mut [bf16]) {
+        let Heads {
+            q: q_heads,
+            kv,
+            dim,
+        } = heads;
+        let (width, dp) = ((q_heads + 2 * kv) * dim, padded_dim(dim));
+        let (k, v) = (&mut self.k, &mut self.v);
+        let rows = q
+            .chunks_exact_mut(q_heads * dp)
+            .zip(k.chunks_exact_mut(kv * dp))
+            .zip(v.chunks_exact_mut(kv * dp));
+        for (t, ((q, k), v)) in rows.enumerate() {
+            if t >= tokens.len() {
+                q.fill(bf16::ZERO);
+                k.fill(bf16::ZERO);
+                v.fill(bf16::ZERO);
+                continue;
+            }
+            let src = &qkv[(tokens.start + t) * width..][..width];
+            let (src_q, src_kv) = src.split_at(q_heads * dim);
+            convert_heads(src_q, q, dim, dp);
+            convert_heads(&src_kv[..kv * dim], k, dim, dp);
+            convert_heads(&src_kv[kv * dim..], v, dim, dp);
+        }
+    }
+
+    /// Writes one block's K and V chunks (every K/V head) in the packed layout, with AVX512 where
+    /// `vector` says the CPU has it (the same words either way).
+    fn pack(&self, heads: Heads, k: &mut [u32], v: &mut [u32], vector: bool) {
+        let dp = padded_dim(heads.dim);
+        let stride = heads.kv * dp;
+        assert!(self.k.len() == KEYS * stride && self.v.len() == KEYS * stride);
+        assert!(k.len() == heads.kv * KEYS * dp / 2 && v.len() == k.len());
+        #[cfg(target_arch = "x86_64")]
+        if vector {
+            // SAFETY: `vector` is only set where AVX512-BF16 was checked; sizes asserted above.
+            unsafe { vector::pack(&self.k, &self.v, stride, dp, k, v) };
+            return;
+        }
+        let _ = vector;
+        for (h, k) in k.chunks_exact_mut(KEYS * dp / 2).enumerate() {
+            for (t, row) in self.k.chunks_exact(stride).enumerate() {
+                for (p, values) in row[h * dp..(h + 1) * dp].chunks_exact(2).enumerate() {
+                    k[p * KEYS + t] = pair(values[0], values[1]);
+                }
+            }
+        }
+        for (h, v) in v.chunks_exact_mut(KEYS * dp / 2).enumerate() {
+            for (j, v) in v.chunks_exact_mut(dp).enumerate() {
+                let even = &self.v[2 * j * stride + h * dp..][..dp];
+                let odd = &self.v[(2 * j + 1) * stride + h * dp..][..dp];
+                for ((v, &e), &o) in v.iter_mut().zip(even).zip(odd) {
+                    *v = pair(e, o);
+                }
+            }
+        }
+    }
+}
+
+/// Rounds consecutive heads of `dim` values into rows of `dp` (zeros after `dim`).
+fn convert_heads(src: &[f32], dst: &mut [bf16], dim: usize, dp: usize) {
+    if dim == dp {
+        f32_to_bf16(src, dst);
+        return;
+    }
+    for (src, dst) in src.chunks_exact(dim).zip(dst.chunks_exact_mut(dp)) {
+        f32_to_bf16(src, &mut dst[..dim]);
+        dst[dim..].fill(bf16::ZERO);
+    }
+}
+
+/// Two bf16 as the 32-bit word they make in memory.
+fn pair(lo: bf16, hi: bf16) -> u32 {
+    u32::from(lo.to_bits()) | (u32::from(hi.to_bits()) << 16)
+}
+
+/// The bf16 halves of a pair as f32: (lower, upper).
+fn unpair(word: u32) -> (f32, f32) {
+    (
+        f32::from_bits(word << 16),
+        f32::from_bits(word & 0xFFFF_0000),
+    )
+}
+
+/// One task: the positions of blocks `block..` of sequence `seq` (`out.len()` of them, at most
+/// `TASK_BLOCKS · 32`), for the query heads of K/V head `head`. `out` holds each position's
+/// `q/kv · dim` output columns.
+struct Task<'a> {
+    seq: usize,
+    block: usize,
+    head: usize,
+    out: Vec<&'a mut [bf16]>,
+}
+
+/// Query blocks per task: each K/V block read serves up to this many blocks of queries.
+const TASK_BLOCKS: usize = 4;
+
+/// Cuts the work into tasks, each handed its own columns of its own rows of `out`; the most
+/// expensive (latest) blocks first, so the cheap ones fill in at the end.
+fn tasks<'a>(heads: Heads, sequences: &[Range<usize>], out: &'a mut BfMatrix) -> Vec<Task<'a>> {
+    let group = heads.q / heads.kv;
+    let mut rows = out.rows_mut();
+    let mut tasks = Vec::new();
+    for (seq, range) in sequences.iter().enumerate() {
+        for block in (0..range.len().div_ceil(KEYS)).step_by(TASK_BLOCKS) {
+            let n = (TASK_BLOCKS * KEYS).min(range.len() - block * KEYS);
+            let mut parts: Vec<Vec<&mut [bf16]>> =
+                (0..heads.kv).map(|_| Vec::with_capacity(n)).collect();
+            for row in rows.by_ref().take(n) {
+                let columns = row[..heads.q * heads.dim].chunks_exact_mut(group * heads.dim);
+                for (part, cols) in parts.iter_mut().zip(columns) {
+                    part.push(cols);
+                }
+            }
+            tasks.extend(parts.into_iter().enumerate().map(|(head, out)| Task {
+                seq,
+                block,
+                head,
+                out,
+            }));
+        }
+    }
+    tasks.sort_by_key(|t| Reverse(t.out.len() * (t.block * KEYS + t.out.len())));
+    tasks
+}
+
+/// What every task reads.
+struct Job<'a> {
+    choice: Choice,
+    heads: Heads,
+    sequences: &'a [Range<usize>],
+    packed: Packed,
+    /// `scale · log2 e`: scores in base 2.
+    c: f32,
+}
+
+/// A task's running state, kept per thread so that short tasks do not allocate.
+#[derive(Default)]
+struct State {
+    o: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::default();
+}
+
+impl Job<'_> {
+    fn run(&self, task: Task<'_>) {
+        match self.choice {
+            Choice::Reference => self.run_with(&mut Reference, task),
+            #[cfg(target_arch = "x86_64")]
+            Choice::Avx512 => {
+                // SAFETY: `attend` checked AVX512-BF16.
+                self.run_with(&mut unsafe { vector::Avx512::new() }, task);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Choice::Amx => {
+                // SAFETY: `attend` checked AMX (granted to the process) and AVX512-BF16.
+                let mut kernel = unsafe { vector::AmxPasses::new(crate::tiles::Amx::new()) };
+                self.run_with(&mut kernel, task);
+            }
+            #[cfg(all(test, target_arch = "x86_64"))]
+            Choice::SoftAmx => {
+                // SAFETY: `attend` checked AVX512-BF16; the tile model needs nothing.
+                let mut kernel = unsafe { vector::AmxPasses::new(crate::tiles::SoftTiles::new()) };
+                self.run_with(&mut kernel, task);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("x86 kernel on another architecture"),
+        }
+    }
+
+    fn run_with<K: Kernel>(&self, kernel: &mut K, mut task: Task<'_>) {
+        STATE.with_borrow_mut(|state| self.attend_task(kernel, &mut task, state));
+    }
+
+    /// Rows go by query block, then head, then position: row `(qb · group + t) · 32 + i` is
+    /// query head t of the group at position i of the task's query block qb, so a pass is one
+    /// head at consecutive positions, `q · dp` apart in the packed Q. Positions past the
+    /// sequence's end are zero rows whose results are dropped; they see the keys of its last
+    /// position.
+    fn attend_task<K: Kernel>(&self, kernel: &mut K, task: &mut Task<'_>, state: &mut State) {
+        let Heads { q, kv, dim } = self.heads;
+        let (group, dp) = (q / kv, self.packed.dp);
+        let seq_len = self.sequences[task.seq].len();
+        let n = task.out.len();
+        let (first, blocks) = (task.block * KEYS, n.div_ceil(KEYS));
+
+        // Not zeroed: a row's first key block sets its state.
+        let rows = blocks * group * KEYS;
+        resize(&mut state.o, rows * dp);
+        resize(&mut state.l, rows * LANES);
+        state.m.clear();
+        state.m.resize(rows, f32::NEG_INFINITY);
+        let mut valid = [0usize; MAX_ROWS];
+        for b in 0..task.block + blocks {
+            let first_key = b * KEYS;
+            let keys = (seq_len - first_key).min(KEYS);
+            let (_, k, v) = self.packed.block(task.seq, b, task.head);
+            // Query blocks before key block b see none of it.
+            for qb in b.saturating_sub(task.block)..blocks {
+                let (queries, _, _) = self.packed.block(task.seq, task.block + qb, task.head);
+                let in_block = (n - qb * KEYS).min(KEYS);
+                for t in 0..group {
+                    for i in (0..in_block).step_by(K::ROWS) {
+                        for (j, valid) in valid[..K::ROWS].iter_mut().enumerate() {
+                            let position = first + qb * KEYS + (i + j).min(in_block - 1);
+                            *valid = (position + 1 - first_key).min(keys);
+                        }
+                        let r = (qb * group + t) * KEYS + i;
+                        let mut pass = Pass {
+                            q: &queries[i * q * dp + (task.head * group + t) * dp..],
+                            q_stride: q * dp,
+                            o: &mut state.o[r * dp..(r + K::ROWS) * dp],
+                            m: &mut state.m[r..r + K::ROWS],
+                            l: &mut state.l[r * LANES..(r + K::ROWS) * LANES],
+                            valid: &valid[..K::ROWS],
+                            first: b == 0,
+                            k,
+                            v,
+                            dp,
+                            c: self.c,
+                        };
+                        kernel.pass(&mut pass);
+                    }
+                }
+            }
+        }
+
+        for (p, dst) in task.out.iter_mut().enumerate() {
+            let (qb, i) = (p / KEYS, p % KEYS);
+            for (t, dst) in dst.chunks_exact_mut(dim).enumerate() {
+                let r = (qb * group + t) * KEYS + i;
+                let total: f32 = state.l[r * LANES..(r + 1) * LANES].iter().sum();
+                kernel.finish(&state.o[r * dp..r * dp + dim], 1.0 / total, dst);
+            }
+        }
+    }
+}
+
+/// A kernel: `ROWS` query rows against one key block per pass.
+trait Kernel {
+    const ROWS: usize;
+    fn pass(&mut self, pass: &mut Pass<'_>);
+
+    /// `dst = bf16(o · inv)`: a finished output row.
+    fn finish(&self, o: &[f32], inv: f32, dst: &mut [bf16]) {
+        for (d, o) in dst.iter_mut().zip(o) {
+            *d = bf16::from_f32(o * inv);
+        }
+    }
+}
+
+/// One kernel step: a few query rows against one key block, updating their running state.
+struct Pass<'a> {
+    /// `rows` bf16 queries of `dp`, `q_stride` apart.
+    q: &'a [bf16],
+    q_stride: usize,
+    /// `rows × dp` f32 output sums, relative to the running maximum.
+    o: &'a mut [f32],
+    /// Running maximum of each row's base-2 scores.
+    m: &'a mut [f32],
+    /// `rows × 16` running sums of the rounded probabilities, key `j` in lane `j % 16`.
+    l: &'a mut [f32],
+    /// Keys of the block each row may see (causal mask and sequence end): a prefix.
+    valid: &'a [usize],
+    /// The sequence's first key block: the state is to be set, not updated (its contents are
+    /// left from earlier tasks).
+    first: bool,
+    /// The packed K and V block (see [`Packed`]).
+    k: &'a [u32],
+    v: &'a [u32],
+    dp: usize,
+    c: f32,
+}
+
+impl Pass<'_> {
+    /// The sizes the kernels rely on (the vector kernels read through raw pointers).
+    fn check(&self, rows: usize) {
+        let dp = self.dp;
+        assert!(dp.is_multiple_of(32));
+        assert!(self.q_stride >= dp && self.q.len() >= (rows - 1) * self.q_stride + dp);
+        assert!(self.o.len() == rows * dp);
+        assert!(self.m.len() == rows && self.l.len() == rows * LANES);
+        assert!(self.valid.len() == rows && self.valid.iter().all(|&v| v <= KEYS));
+        assert!(self.k.len() == KEYS * dp / 2 && self.v.len() == KEYS * dp / 2);
+    }
+}
+
+/// `2^x` for `x ≤ 0`: round to an integer n, a degree-6 Taylor polynomial of `2^f` on
+/// `|f| ≤ 1/2` (relative error below 2e-7, far under bf16's 4e-3), scaled by `2^n`. Inputs are
+/// clamped at -125, which keeps every result a normal float (subnormals are slow, and
+/// `vdpbf16ps` flushes them) and is negligible against the row maximum's 1.
+const EXP2_POLY: [f32; 7] = [
+    1.0,
+    std::f32::consts::LN_2,
+    0.240_226_5,
+    0.055_504_11,
+    0.009_618_129,
+    0.001_333_356,
+    0.000_154_035_3,
+];
+const EXP2_MIN: f32 = -125.0;
+
+/// The scalar twin of the vector `exp2`, operation for operation (fused multiply-adds, one
+/// rounding in the final scaling), so both kernels produce the same probabilities.
+fn exp2(x: f32) -> f32 {
+    let x = x.max(EXP2_MIN);
+    let n = x.round_ties_even();
+    let f = x - n;
+    let poly = EXP2_POLY[..6]
+        .iter()
+        .rev()
+        .fold(EXP2_POLY[6], |acc, &c| acc.mul_add(f, c));
+    // 2^n exactly (n ≥ -125 is well inside f64), then one rounding to f32.
+    let scale = f64::from_bits(((1023 + n as i64) as u64) << 52);
+    (f64::from(poly) * scale) as f32
+}
+
+/// Portable kernel with the AVX512-BF16 kernel's arithmetic: each bf16 pair product added odd
+/// element first, as `vdpbf16ps` does, and the same softmax steps; the two agree bit for bit.
+struct Reference;
+
+impl Kernel for Reference {
+    const ROWS: usize = 8;
+
+    fn pass(&mut self, pass: &mut Pass<'_>) {
+        pass.check(Self::ROWS);
+        let dp = pass.dp;
+        for r in 0..Self::ROWS {
+            let q = &pass.q[r * pass.q_stride..][..dp];
+            let valid = pass.valid[r];
+            let mut scores = [f32::NEG_INFINITY; KEYS];
+            for (key, score) in scores.iter_mut().enumerate().take(valid) {
+                let mut s = 0f32;
+                for p in 0..dp / 2 {
+                    let (even, odd) = unpair(pass.k[p * KEYS + key]);
+                    s += q[2 * p + 1].to_f32() * odd;
+                    s += q[2 * p].to_f32() * even;
+                }
+                *score = s;
+            }
+            // c > 0, so the largest scaled score is the largest score, scaled.
+            let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max) * pass.c;
+            let m = pass.m[r].max(top);
+            let alpha = exp2(pass.m[r] - m);
+            pass.m[r] = m;
+            let mut p = [0f32; KEYS];
+            for (p, s) in p.iter_mut().zip(&scores).take(valid) {
+                *p = bf16::from_f32(exp2(s.mul_add(pass.c, -m))).to_f32();
+            }
+            for (lane, l) in pass.l[r * LANES..(r + 1) * LANES].iter_mut().enumerate() {
+                let sum = p[lane] + p[lane + LANES];
+                *l = if pass.first {
+                    sum
+                } else {
+                    l.mul_add(alpha, sum)
+                };
+            }
+            let o = &mut pass.o[r * dp..(r + 1) * dp];
+            for (d, o) in o.iter_mut().enumerate() {
+                let mut acc = if pass.first { 0.0 } else { *o * alpha };
+                for j in 0..KEYS / 2 {
+                    let (even, odd) = unpair(pass.v[j * dp + d]);
+                    acc += p[2 * j + 1] * odd;
+                    acc += p[2 * j] * even;
+                }
+                *o = acc;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vector {
+    //! The x86 kernels, and the AVX512 versions of packing and finishing rows.
+    //!
+    //! [`Avx512`]: 8 rows × 32 keys of scores in 16 registers (`vdpbf16ps` of a broadcast query
+    //! pair against a K pair register), then P·V as 8 rows × 32 dimensions of accumulators.
+    //! [`AmxPasses`]: 32 rows × 32 keys of scores in four tiles, then P·V tile by tile into the
+    //! output rows. Both share the softmax step on scores in memory, two registers (32 keys) a
+    //! row, writing the rounded probabilities row-major: a row's key pair is one 32-bit word,
+    //! ready to broadcast or to load as an AMX A tile.
+
+    use std::arch::x86_64::{
+        __m256bh, __m256i, __m512, __m512bh, __m512i, _mm256_loadu_si256, _mm256_storeu_si256,
+        _mm512_add_ps, _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_cvtpbh_ps,
+        _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_fmsub_ps, _mm512_loadu_ps, _mm512_loadu_si512,
+        _mm512_mask_mov_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps,
+        _mm512_max_ps, _mm512_mul_ps, _mm512_or_si512, _mm512_reduce_max_ps, _mm512_roundscale_ps,
+        _mm512_scalef_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_setzero_si512, _mm512_shuffle_i32x4, _mm512_slli_epi32, _mm512_storeu_ps,
+        _mm512_storeu_si512, _mm512_sub_ps, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64,
+        _mm512_unpacklo_epi32, _mm512_unpacklo_epi64,
+    };
+
+    use half::bf16;
+
+    use super::{Kernel, Pass, EXP2_MIN, EXP2_POLY, KEYS, LANES};
+    use crate::tiles::Tiles;
+
+    /// The AVX512-BF16 kernel; only made where the CPU has it.
+    pub(super) struct Avx512(());
+
+    impl Avx512 {
+        /// # Safety
+        /// The CPU has AVX512F, AVX512BW and AVX512-BF16.
+        pub(super) unsafe fn new() -> Self {
+            Self(())
+        }
+    }
+
+    const ROWS: usize = 8;
+
+    impl Kernel for Avx512 {
+        const ROWS: usize = ROWS;
+
+        fn pass(&mut self, pass: &mut Pass<'_>) {
+            pass.check(ROWS);
+            // SAFETY: construction vouched for the CPU; the pass was checked.
+            unsafe { avx512_pass(pass) }
+        }
+
+        fn finish(&self, o: &[f32], inv: f32, dst: &mut [bf16]) {
+            // SAFETY: construction vouched for the CPU.
+            unsafe { finish(o, inv, dst) }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX512F/BW/BF16; `pass` passed [`Pass::check`] for 8 rows.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn avx512_pass(pass: &mut Pass<'_>) {
+        let (q, k, dp) = (pass.q.as_ptr(), pass.k.as_ptr(), pass.dp);
+        let mut s = [[_mm512_setzero_ps(); 2]; ROWS];
+        for pair in 0..dp / 2 {
+            // SAFETY: pair < dp/2, so both 64-byte halves of the pair's K row and every query
+            // pair read lie inside the checked blocks.
+            unsafe {
+                let k0 = as_bh(_mm512_loadu_si512(k.add(pair * KEYS).cast()));
+                let k1 = as_bh(_mm512_loadu_si512(k.add(pair * KEYS + 16).cast()));
+                for (r, s) in s.iter_mut().enumerate() {
+                    let qp = broadcast_pair(q.add(r * pass.q_stride + 2 * pair));
+                    s[0] = _mm512_dpbf16_ps(s[0], qp, k0);
+                    s[1] = _mm512_dpbf16_ps(s[1], qp, k1);
+                }
+            }
+        }
+        // Through memory, so that the softmax handles rows the same way for both kernels.
+        let mut scores = [0f32; ROWS * KEYS];
+        for (r, s) in s.iter().enumerate() {
+            // SAFETY: row r's 32 scores lie inside `scores`.
+            unsafe {
+                _mm512_storeu_ps(scores.as_mut_ptr().add(r * KEYS), s[0]);
+                _mm512_storeu_ps(scores.as_mut_ptr().add(r * KEYS + 16), s[1]);
+            }
+        }
+        let mut probs = [bf16::ZERO; ROWS * KEYS];
+        let mut alpha = [0f32; ROWS];
+        softmax(pass, &scores, &mut probs, &mut alpha);
+        let chunks = dp / 16;
+        for chunk in (0..chunks).step_by(2) {
+            // SAFETY: dp is a multiple of 32, so chunk + 2 ≤ chunks.
+            unsafe { accumulate(pass, &probs, &alpha, chunk) };
+        }
+    }
+
+    /// `o = o·alpha + P·V` for two 16-dimension chunks from `chunk`: 8 × 2 accumulators.
+    ///
+    /// # Safety
+    /// As [`avx512_pass`], and `chunk + 2 ≤ dp / 16`.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn accumulate(
+        pass: &mut Pass<'_>,
+        probs: &[bf16; ROWS * KEYS],
+        alpha: &[f32; ROWS],
+        chunk: usize,
+    ) {
+        let dp = pass.dp;
+        let (o, v, p) = (pass.o.as_mut_ptr(), pass.v.as_ptr(), probs.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+        // SAFETY: rows < 8, chunks chunk and chunk + 1 < dp/16 and key pairs < 16 index inside
+        // o (8 × dp f32), v (16 × dp words) and probs (8 × 32 bf16).
+        unsafe {
+            if !pass.first {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(alpha[r]);
+                    let row = o.add(r * dp + chunk * 16);
+                    acc[0] = _mm512_mul_ps(_mm512_loadu_ps(row), a);
+                    acc[1] = _mm512_mul_ps(_mm512_loadu_ps(row.add(16)), a);
+                }
+            }
+            for pair in 0..KEYS / 2 {
+                let at = v.add(pair * dp + chunk * 16);
+                let v0 = as_bh(_mm512_loadu_si512(at.cast()));
+                let v1 = as_bh(_mm512_loadu_si512(at.add(16).cast()));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let pp = broadcast_pair(p.add(r * KEYS + 2 * pair));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], pp, v0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], pp, v1);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let row = o.add(r * dp + chunk * 16);
+                _mm512_storeu_ps(row, acc[0]);
+                _mm512_storeu_ps(row.add(16), acc[1]);
+            }
+        }
+    }
+
+    /// The AMX kernel over a tile implementation (the hardware, or the model in tests).
+    pub(super) struct AmxPasses<T: Tiles>(T);
+
+    impl<T: Tiles> AmxPasses<T> {
+        /// # Safety
+        /// The CPU has AVX512F, AVX512BW and AVX512-BF16 (the softmax), and `tiles` can run.
+        pub(super) unsafe fn new(mut tiles: T) -> Self {
+            tiles.configure();
+            Self(tiles)
+        }
+    }
+
+    const AMX_ROWS: usize = 32;
+
+    impl<T: Tiles> Kernel for AmxPasses<T> {
+        const ROWS: usize = AMX_ROWS;
+
+        fn pass(&mut self, pass: &mut Pass<'_>) {
+            pass.check(AMX_ROWS);
+            // SAFETY: construction vouched for the CPU and configured the tiles; the pass was
+            // checked.
+            unsafe { amx_pass(&mut self.0, pass) }
+        }
+
+        fn finish(&self, o: &[f32], inv: f32, dst: &mut [bf16]) {
+            // SAFETY: construction vouched for the CPU.
+            unsafe { finish(o, inv, dst) }
+        }
+    }
+
+    /// [`Kernel::finish`], 16 values at a time (`vcvtneps2bf16` rounds to nearest even, as
+    /// `bf16::from_f32` does).
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    fn finish(o: &[f32], inv: f32, dst: &mut [bf16]) {
+        let n = o.len().min(dst.len());
+        let whole = n / 16 * 16;
+        let inv_v = _mm512_set1_ps(inv);
+        for d in (0..whole).step_by(16) {
+            // SAFETY: d + 16 ≤ n, inside both slices.
+            unsafe {
+                let scaled = _mm512_mul_ps(_mm512_loadu_ps(o.as_ptr().add(d)), inv_v);
+                let rounded = _mm512_cvtneps_pbh(scaled);
+                _mm256_storeu_si256(
+                    dst.as_mut_ptr().add(d).cast(),
+                    std::mem::transmute::<__m256bh, __m256i>(rounded),
+                );
+            }
+        }
+        for d in whole..n {
+            dst[d] = bf16::from_f32(o[d] * inv);
+        }
+    }
+
+    /// Tiles: 0–3 the 2×2 16×16 f32 blocks of scores (then of output), 4–5 the two 16-row
+    /// halves of Q (then of P), 6–7 two 16-column B tiles of K (then of V).
+    ///
+    /// # Safety
+    /// The CPU has AVX512F/BW/BF16; `tiles` is configured; `pass` passed [`Pass::check`] for
+    /// 32 rows.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    unsafe fn amx_pass<T: Tiles>(tiles: &mut T, pass: &mut Pass<'_>) {
+        const HALF: usize = 16;
+        let dp = pass.dp;
+        let mut scores = [0f32; AMX_ROWS * KEYS];
+        let sc = scores.as_mut_ptr();
+        // SAFETY: every tile access (here and in the P·V block below) is 16 rows of 64 bytes inside a checked
+        // buffer: Q rows 0..32 × dims 32t..32t+32, q_stride·2 bytes apart; K pairs
+        // 16t..16t+16 × 16 keys, 128 bytes apart; the 32×32 score and probability scratch;
+        // output rows 0..32 × 16 dimensions, dp·4 bytes apart; V key pairs 0..16 × 16
+        // dimensions, dp·4 bytes apart.
+        unsafe {
+            let (q, k) = (pass.q.as_ptr(), pass.k.as_ptr());
+            tiles.zero::<0>();
+            tiles.zero::<1>();
+            tiles.zero::<2>();
+            tiles.zero::<3>();
+            for t in 0..dp / 32 {
+                tiles.load::<4>(q.add(32 * t).cast(), pass.q_stride * 2);
+                tiles.load::<5>(
+                    q.add(HALF * pass.q_stride + 32 * t).cast(),
+                    pass.q_stride * 2,
+                );
+                let kt = k.add(t * HALF * KEYS);
+                tiles.load::<6>(kt.cast(), 4 * KEYS);
+                tiles.load::<7>(kt.add(HALF).cast(), 4 * KEYS);
+                tiles.dot::<0, 4, 6>();
+                tiles.dot::<1, 4, 7>();
+                tiles.dot::<2, 5, 6>();
+                tiles.dot::<3, 5, 7>();
+            }
+            tiles.store::<0>(sc.cast(), 4 * KEYS);
+            tiles.store::<1>(sc.add(HALF).cast(), 4 * KEYS);
+            tiles.store::<2>(sc.add(HALF * KEYS).cast(), 4 * KEYS);
+            tiles.store::<3>(sc.add(HALF * KEYS + HALF).cast(), 4 * KEYS);
+        }
+
+        let mut probs = [bf16::ZERO; AMX_ROWS * KEYS];
+        let mut alpha = [0f32; AMX_ROWS];
+        softmax(pass, &scores, &mut probs, &mut alpha);
+        for (r, &alpha) in alpha.iter().enumerate() {
+            // Once a row's maximum settles, alpha is exactly 1 (never more): skip the no-op
+            // rescale.
+            if alpha < 1.0 && !pass.first {
+                let a = _mm512_set1_ps(alpha);
+                // SAFETY: row r's dp outputs lie inside the checked `o`.
+                unsafe {
+                    let o = pass.o.as_mut_ptr().add(r * dp);
+                    for d in (0..dp).step_by(16) {
+                        _mm512_storeu_ps(o.add(d), _mm512_mul_ps(_mm512_loadu_ps(o.add(d)), a));
+                    }
+                }
+            }
+        }
+
+        let chunks = dp / 16;
+        // SAFETY: as for the score tiles above.
+        unsafe {
+            let (o, v, p) = (pass.o.as_mut_ptr(), pass.v.as_ptr(), probs.as_ptr());
+            tiles.load::<4>(p.cast(), 2 * KEYS);
+            tiles.load::<5>(p.add(HALF * KEYS).cast(), 2 * KEYS);
+            for chunk in (0..chunks).step_by(2) {
+                let (lo, hi) = (o.add(chunk * 16), o.add(HALF * dp + chunk * 16));
+                if pass.first {
+                    tiles.zero::<0>();
+                    tiles.zero::<1>();
+                    tiles.zero::<2>();
+                    tiles.zero::<3>();
+                } else {
+                    tiles.load::<0>(lo.cast(), dp * 4);
+                    tiles.load::<1>(lo.add(16).cast(), dp * 4);
+                    tiles.load::<2>(hi.cast(), dp * 4);
+                    tiles.load::<3>(hi.add(16).cast(), dp * 4);
+                }
+                tiles.load::<6>(v.add(chunk * 16).cast(), dp * 4);
+                tiles.load::<7>(v.add(chunk * 16 + 16).cast(), dp * 4);
+                tiles.dot::<0, 4, 6>();
+                tiles.dot::<1, 4, 7>();
+                tiles.dot::<2, 5, 6>();
+                tiles.dot::<3, 5, 7>();
+                tiles.store::<0>(lo.cast(), dp * 4);
+                tiles.store::<1>(lo.add(16).cast(), dp * 4);
+                tiles.store::<2>(hi.cast(), dp * 4);
+                tiles.store::<3>(hi.add(16).cast(), dp * 4);
+            }
+        }
+    }
+
+    /// The online-softmax step for the pass's rows from their raw scores (`rows × 32`, row
+    /// major): updates the maxima and the lane sums, stores the rounded probabilities (same
+    /// layout, bf16) and each row's rescale factor. Each phase is a loop over rows with no
+    /// dependence between iterations, so the out-of-order core overlaps the rows' latency
+    /// chains (horizontal maximum, exp2).
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+    fn softmax(pass: &mut Pass<'_>, scores: &[f32], probs: &mut [bf16], alpha: &mut [f32]) {
+        let rows = pass.m.len();
+        assert!(scores.len() == rows * KEYS && probs.len() == rows * KEYS);
+        assert!(alpha.len() == rows && rows.is_multiple_of(8) && rows <= AMX_ROWS);
+        let c = _mm512_set1_ps(pass.c);
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut masks = [[0u16; 2]; AMX_ROWS];
+        for (mask, &valid) in masks.iter_mut().zip(pass.valid) {
+            *mask = key_masks(valid);
+        }
+        let load = |r: usize, half: usize| {
+            // SAFETY: r < rows and half < 2 keep the 16 floats inside `scores` (asserted).
+            unsafe { _mm512_loadu_ps(scores.as_ptr().add(r * KEYS + half * 16)) }
+        };
+        for group in (0..rows).step_by(16) {
+            let n = (rows - group).min(16);
+            let lanes = if n == 16 { u16::MAX } else { (1u16 << n) - 1 };
+            let mut top = [f32::NEG_INFINITY; 16];
+            for i in 0..n {
+                let (r, mask) = (group + i, masks[group + i]);
+                let both = _mm512_max_ps(
+                    _mm512_mask_mov_ps(ninf, mask[0], load(r, 0)),
+                    _mm512_mask_mov_ps(ninf, mask[1], load(r, 1)),
+                );
+                top[i] = _mm512_reduce_max_ps(both);
+            }
+            let mut new_m = [0f32; 16];
+            // SAFETY: the masks keep to the group's n rows of `m` and `alpha`; the arrays hold 16.
+            unsafe {
+                let old = _mm512_maskz_loadu_ps(lanes, pass.m.as_ptr().add(group));
+                // c > 0, so the largest scaled score is the largest score, scaled.
+                let new = _mm512_max_ps(old, _mm512_mul_ps(_mm512_loadu_ps(top.as_ptr()), c));
+                _mm512_storeu_ps(new_m.as_mut_ptr(), new);
+                _mm512_mask_storeu_ps(pass.m.as_mut_ptr().add(group), lanes, new);
+                let factor = exp2(_mm512_sub_ps(old, new));
+                _mm512_mask_storeu_ps(alpha.as_mut_ptr().add(group), lanes, factor);
+            }
+            for i in 0..n {
+                let (r, mask) = (group + i, masks[group + i]);
+                let m = _mm512_set1_ps(new_m[i]);
+                let mut sum = _mm512_setzero_ps();
+                for half in 0..2 {
+                    let e = exp2(_mm512_fmsub_ps(load(r, half), c, m));
+                    let rounded = _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mask[half], e));
+                    sum = _mm512_add_ps(sum, _mm512_cvtpbh_ps(rounded));
+                    // SAFETY: 16 bf16 at r·32 + half·16 lie inside `probs` (asserted).
+                    unsafe {
+                        _mm256_storeu_si256(
+                            probs.as_mut_ptr().add(r * KEYS + half * 16).cast(),
+                            std::mem::transmute::<__m256bh, __m256i>(rounded),
+                        );
+                    }
+                }
+                let l = &mut pass.l[r * LANES..(r + 1) * LANES];
+                // SAFETY: `l` is 16 f32.
+                unsafe {
+                    let updated = if pass.first {
+                        sum
+                    } else {
+                        let a = _mm512_set1_ps(alpha[r]);
+                        _mm512_fmadd_ps(_mm512_loadu_ps(l.as_ptr()), a, sum)
+                    };
+                    _mm512_storeu_ps(l.as_mut_ptr(), updated);
+                }
+            }
+        }
+    }
+
+    /// Lane masks of the first `valid` keys, for keys 0–15 and 16–31.
+    fn key_masks(valid: usize) -> [u16; 2] {
+        let bits = if valid >= KEYS {
+            u32::MAX
+        } else {
+            (1u32 << valid) - 1
+        };
+        [bits as u16, (bits >> 16) as u16]
+    }
+
+    /// [`super::KvRows::pack`] in registers: K by 16×16 transposes of 32-bit pairs, V by
+    /// widening and merging two keys' rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX512F/BW; `k_rows` and `v_rows` hold 32 rows of `stride` bf16, `stride` is
+    /// a multiple of `dp`, and `k`, `v` hold `stride / dp` blocks of `16 · dp` words.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pack(
+        k_rows: &[bf16],
+        v_rows: &[bf16],
+        stride: usize,
+        dp: usize,
+        k: &mut [u32],
+        v: &mut [u32],
+    ) {
+        let len = KEYS * dp / 2;
+        for (h, k) in k.chunks_exact_mut(len).enumerate() {
+            for half in 0..2 {
+                for p0 in (0..dp / 2).step_by(16) {
+                    // SAFETY: rows 16·half..16·half + 16 and pairs p0..p0 + 16 of head h lie
+                    // inside `k_rows`; the stores go to pairs p0..p0 + 16, keys of `half`.
+                    unsafe {
+                        let rows: [__m512i; 16] = std::array::from_fn(|i| {
+                            let at = (16 * half + i) * stride + h * dp + 2 * p0;
+                            _mm512_loadu_si512(k_rows.as_ptr().add(at).cast())
+                        });
+                        for (j, column) in transpose(&rows).iter().enumerate() {
+                            let at = (p0 + j) * KEYS + 16 * half;
+                            _mm512_storeu_si512(k.as_mut_ptr().add(at).cast(), *column);
+                        }
+                    }
+                }
+            }
+        }
+        for (h, v) in v.chunks_exact_mut(len).enumerate() {
+            for j in 0..KEYS / 2 {
+                for d in (0..dp).step_by(16) {
+                    // SAFETY: keys 2j, 2j + 1 and dimensions d..d + 16 of head h lie inside
+                    // `v_rows`; the store goes to pair j's dimensions d..d + 16.
+                    unsafe {
+                        let even = v_rows.as_ptr().add(2 * j * stride + h * dp + d);
+                        let odd = even.add(stride);
+                        let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(even.cast()));
+                        let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(odd.cast()));
+                        let words = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+                        _mm512_storeu_si512(v.as_mut_ptr().add(j * dp + d).cast(), words);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Transposes 16 rows of 16 words: unpack pairs and quads within 128-bit lanes, then
+    /// regroup the lanes (the classic four-stage network, 64 shuffles).
+    #[target_feature(enable = "avx512f")]
+    fn transpose(r: &[__m512i; 16]) -> [__m512i; 16] {
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // u[4i + k], lane L: rows 4i..4i + 4 of column 4L + k.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for i in 0..4 {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        let mut out = [_mm512_setzero_si512(); 16];
+        for k in 0..4 {
+            let (x, y) = (
+                _mm512_shuffle_i32x4::<0x44>(u[k], u[4 + k]),
+                _mm512_shuffle_i32x4::<0xEE>(u[k], u[4 + k]),
+            );
+            let (x2, y2) = (
+                _mm512_shuffle_i32x4::<0x44>(u[8 + k], u[12 + k]),
+                _mm512_shuffle_i32x4::<0xEE>(u[8 + k], u[12 + k]),
+            );
+            out[k] = _mm512_shuffle_i32x4::<0x88>(x, x2);
+            out[4 + k] = _mm512_shuffle_i32x4::<0xDD>(x, x2);
+            out[8 + k] = _mm512_shuffle_i32x4::<0x88>(y, y2);
+            out[12 + k] = _mm512_shuffle_i32x4::<0xDD>(y, y2);
+        }
+        out
+    }
+
+    /// Vector twin of [`super::exp2`].
+    #[target_feature(enable = "avx512f")]
+    fn exp2(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(EXP2_MIN));
+        // Round to nearest even, exceptions suppressed.
+        let n = _mm512_roundscale_ps::<0x08>(x);
+        let f = _mm512_sub_ps(x, n);
+        let mut poly = _mm512_set1_ps(EXP2_POLY[6]);
+        for &c in EXP2_POLY[..6].iter().rev() {
+            poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(poly, n)
+    }
+
+    /// Two consecutive bf16 at `at`, repeated in all 16 lanes.
+    ///
+    /// # Safety
+    /// Four bytes at `at` are readable.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn broadcast_pair(at: *const bf16) -> __m512bh {
+        // SAFETY: the caller vouches for the four bytes.
+        as_bh(_mm512_set1_epi32(unsafe {
+            at.cast::<i32>().read_unaligned()
+        }))
+    }
+
+    #[inline(always)]
+    fn as_bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are 512-bit plain-data vectors; bf16 pairs are reinterpreted, not converted.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-amp, amp) (64-bit LCG).
+    fn values(count: usize, seed: u64, amp: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..count)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * amp
+            })
+            .collect()
+    }
+
+    /// Random q, k, v for `lens` packed sequences; queries scaled by `sharp` (larger = peakier
+    /// softmax).
+    fn inputs(
+        heads: Heads,
+        lens: &[usize],
+        seed: u64,
+        sharp: f32,
+    ) -> (Vec<f32>, Vec<Range<usize>>) {
+        let tokens: usize = lens.iter().sum();
+        let width = (heads.q + 2 * heads.kv) * heads.dim;
+        let mut qkv = values(tokens * width, seed, 1.0);
+        for row in qkv.chunks_exact_mut(width) {
+            row[..heads.q * heads.dim]
+                .iter_mut()
+                .for_each(|x| *x *= sharp);
+        }
+        let sequences = lens
+            .iter()
+            .scan(0, |at, len| {
+                *at += len;
+                Some(*at - len..*at)
+            })
+            .collect();
+        (qkv, sequences)
+    }
+
+    /// Every kernel this CPU can run; the tile model only in the cheaper tests.
+    fn choices(with_model: bool) -> Vec<Choice> {
+        let mut all = vec![Choice::Reference];
+        if Isa::Avx512Bf16.is_supported() {
+            all.push(Choice::Avx512);
+            if with_model {
+                all.push(Choice::SoftAmx);
+            }
+        }
+        if Isa::Amx.is_supported() {
+            all.push(Choice::Amx);
+        }
+        all
+    }
+
+    fn run(choice: Choice, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> BfMatrix {
+        let mut out = BfMatrix::zeros(3, 5);
+        let scale = 1.0 / (heads.dim as f32).sqrt();
+        attend(choice, heads, qkv, sequences, scale, &mut out);
+        out
+    }
+
+    /// Largest |kernel − f64| over the output, divided by max |v|.
+    fn relative_error(choice: Choice, heads: Heads, lens: &[usize], sharp: f32) -> f64 {
+        let seed = lens.len() as u64 * 7 + heads.dim as u64;
+        let (qkv, sequences) = inputs(heads, lens, seed, sharp);
+        let out = run(choice, heads, &qkv, &sequences);
+        let exact = f64_reference(heads, &qkv, &sequences, 1.0 / (heads.dim as f32).sqrt());
+        let cols = heads.q * heads.dim;
+        assert_eq!((out.rows(), out.cols()), (lens.iter().sum(), cols));
+        let width = (heads.q + 2 * heads.kv) * heads.dim;
+        let v_max = qkv
+            .chunks_exact(width)
+            .flat_map(|row| &row[(heads.q + heads.kv) * heads.dim..])
+            .fold(0f32, |m, v| m.max(v.abs()));
+        let mut worst = 0f64;
+        for (t, want) in exact.chunks_exact(cols).enumerate() {
+            for (got, want) in out.row(t).iter().zip(want) {
+                worst = worst.max((f64::from(got.to_f32()) - want).abs());
+            }
+        }
+        worst / f64::from(v_max)
+    }
+
+    const fn heads(q: usize, kv: usize, dim: usize) -> Heads {
+        Heads { q, kv, dim }
+    }
+
+    /// Head dims 16, 32 and 128 (the model's), and 20 (padded inside the pair and tile
+    /// layouts); groups of 1, 2, 4 and 8 query heads per K/V head.
+    const SHAPES: [Heads; 7] = [
+        heads(1, 1, 16),
+        heads(2, 2, 32),
+        heads(4, 2, 32),
+        heads(8, 2, 16),
+        heads(8, 1, 32),
+        heads(4, 1, 128),
+        heads(2, 1, 20),
+    ];
+
+    #[test]
+    fn matches_f64_attention() {
+        let lens: [&[usize]; 5] = [&[1], &[1, 1, 1], &[5], &[33], &[17, 1, 64, 200]];
+        for choice in choices(true) {
+            let mut worst = 0f64;
+            for heads in SHAPES {
+                for lens in lens {
+                    for sharp in [1.0, 4.0] {
+                        let err = relative_error(choice, heads, lens, sharp);
+                        worst = worst.max(err);
+                        // Q, K, V, P and the output are each rounded to bf16 (2^-9 relative):
+                        // scores move by ~|s|·2^-8, the output by ~2^-8 of max|v| from each
+                        // rounding; measured worst 5.7e-3, so 1e-2 leaves room to spare.
+                        assert!(
+                            err <= 1e-2,
+                            "{choice:?} {heads:?} {lens:?} sharp {sharp}: error {err:.2e} × max|v|"
+                        );
+                    }
+                }
+            }
+            eprintln!("{choice:?}: worst error {worst:.2e} × max|v|");
+        }
+    }
+
+    #[test]
+    fn long_sequence_matches_f64_attention() {
+        let heads = heads(2, 1, 128);
+        for choice in choices(false) {
+            let err = relative_error(choice, heads, &[700], 4.0);
+            // As above (measured 4.5e-3).
+            assert!(err <= 1e-2, "{choice:?}: error {err:.2e} × max|v|");
+            eprintln!("{choice:?}: 700 tokens, error {err:.2e} × max|v|");
+        }
+    }
+
+    /// The AVX512-BF16 kernel does the reference's operations in the same order (products of
+    /// bf16 are exact in f32, `vdpbf16ps` adds the odd product then the even one, the exp2
+    /// polynomial is the same fused chain), so the two agree bit for bit. Tiles sum a 32-wide
+    /// dot product in their own order: scores then differ by f32 rounding (~1e-7 relative),
+    /// which now and then moves a probability or an output across a bf16 rounding boundary.
+    #[test]
+    fn kernels_agree() {
+        for heads in SHAPES {
+            let (qkv, sequences) = inputs(heads, &[17, 1, 64, 200], 3, 4.0);
+            let reference = run(Choice::Reference, heads, &qkv, &sequences);
+            for choice in choices(true) {
+                let out = run(choice, heads, &qkv, &sequences);
+                if matches!(choice, Choice::Reference | Choice::Avx512) {
+                    assert_eq!(out.padded(), reference.padded(), "{choice:?} {heads:?}");
+                    continue;
+                }
+                let worst = out
+                    .padded()
+                    .iter()
+                    .zip(reference.padded())
+                    .map(|(a, b)| (a.to_f32() - b.to_f32()).abs())
+                    .fold(0f32, f32::max);
+                // |v| < 1, so outputs are below 1 and one bf16 step there is 2^-8 at most;
+                // measured worst 2^-10. A wrong index or mask would be off by far more.
+                eprintln!("{choice:?} {heads:?}: differs from the reference by {worst:.2e}");
+                assert!(worst <= 2.0f32.powi(-8), "{choice:?} {heads:?}: {worst:e}");
+            }
+        }
+    }
+
+    /// A sequence's rows are the same alone and packed between others.
+    #[test]
+    fn sequences_do_not_depend_on_their_neighbours() {
+        let heads = heads(4, 2, 32);
+        let width = (heads.q + 2 * heads.kv) * heads.dim;
+        let (a, b, c) = (45, 70, 9);
+        let (all, _) = inputs(heads, &[b, a, c], 5, 2.0);
+        let alone = &all[b * width..(b + a) * width];
+        for choice in choices(true) {
+            let single = run(choice, heads, alone, std::slice::from_ref(&(0..a)));
+            let packed = run(choice, heads, &all, &[0..b, b..b + a, b + a..b + a + c]);
+            for t in 0..a {
+                assert_eq!(single.row(t), packed.row(b + t), "{choice:?} row {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_input_gives_empty_output() {
+        let heads = heads(2, 1, 16);
+        for isa in [Isa::Reference, Isa::Avx512Bf16, Isa::Amx] {
+            if isa.is_supported() {
+                let mut out = BfMatrix::zeros(3, 5);
+                causal_attention(isa, heads, &[], &[], 0.25, &mut out);
+                assert_eq!((out.rows(), out.cols()), (0, 32));
+            }
+        }
+    }
+
+    /// GFLOP/s at Qwen3-Embedding-0.6B's attention shape (16 query heads, 8 K/V heads of 128),
+    /// for single sequences and a batch of short texts:
+    /// `cargo test --release -p candle-embed-kernels attention::tests::throughput -- --ignored
+    /// --nocapture` (`CANDLE_EMBED_CPU_KERNEL=amx` etc. times one kernel only; the reference
+    /// takes minutes on the longest sequence).
+    #[test]
+    #[ignore = "timing, run in release"]
+    fn throughput() {
+        let heads = heads(16, 8, 128);
+        let only = std::env::var(crate::KERNEL_ENV).ok();
+        let cases: [(&str, Vec<usize>); 4] = [
+            ("1 × 128", vec![128]),
+            ("1 × 1024", vec![1024]),
+            ("1 × 8192", vec![8192]),
+            ("32 × 60", vec![60; 32]),
+        ];
+        for (name, lens) in cases {
+            let (qkv, sequences) = inputs(heads, &lens, 1, 1.0);
+            let work = flops(heads, &sequences);
+            for isa in [Isa::Reference, Isa::Avx512Bf16, Isa::Amx] {
+                if !isa.is_supported() || only.as_deref().is_some_and(|name| name != isa.name()) {
+                    continue;
+                }
+                let mut out = BfMatrix::default();
+                let mut run = || causal_attention(isa, heads, &qkv, &sequences, 0.088, &mut out);
+                // A warm-up call (thread pool, buffers), unless one call takes seconds anyway.
+                let repeats = (2e10 / work).clamp(1.0, 200.0) as usize;
+                if repeats > 1 {
+                    run();
+                }
+                let start = std::time::Instant::now();
+                for _ in 0..repeats {
+                    run();
+                }
+                let secs = start.elapsed().as_secs_f64() / repeats as f64;
+                eprintln!(
+                    "{name:>9} tokens {isa:>10}: {:7.1} GFLOP/s ({:.3} ms, {} threads)",
+                    work / secs / 1e9,
+                    secs * 1e3,
+                    rayon::current_num_threads()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The row-wise f32 steps between the GEMMs, written so the compiler vectorizes them: RMSNorm,
+//! and SiLU(gate)·up with the result rounded to bf16 for the down projection.
+//!
+//! `exp` is our own (range reduction to 2ⁿ·eʳ, degree-6 polynomial, ~1 ulp): libm's is a scalar
+//! call, and SiLU over `tokens × intermediate` values would otherwise cost as much as a GEMM.
+
+use half::bf16;
+
+use crate::matrix::f32_to_bf16;
+
+/// `x · weight / sqrt(mean(x²) + eps)` in place, as the reference computes it in f32.
+pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::avx512bf16_available() {
+        // SAFETY: the CPU has AVX512F (checked with AVX512-BF16).
+        unsafe { rms_norm_avx512(x, weight, eps) };
+        return;
+    }
+    rms_norm_generic(x, weight, eps);
+}
+
+/// `silu(gate) · up`, rounded to bf16 into `out` (all three the same length).
+pub fn silu_mul_to_bf16(gate: &[f32], up: &[f32], out: &mut [bf16], scratch: &mut Vec<f32>) {
+    assert!(gate.len() == up.len() && up.len() == out.len());
+    scratch.resize(gate.len(), 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::avx512bf16_available() {
+        // SAFETY: the CPU has AVX512F (checked with AVX512-BF16).
+        unsafe { silu_mul_avx512(gate, up, scratch) };
+        f32_to_bf16(scratch, out);
+        return;
+    }
+    silu_mul(gate, up, scratch);
+    f32_to_bf16(scratch, out);
+}
+
+/// The fused GEMM epilogue: `rows` rows of a 32-wide f32 block holding 16 gate then 16 up
+/// values become `count` bf16 outputs per row at `out`, rows `ldo` apart.
+///
+/// # Safety
+/// `block` holds `rows · 32` values; `out` has `rows` writable rows of `count ≤ 16` at `ldo`.
+pub(crate) unsafe fn silu_mul_block(
+    block: &[f32],
+    rows: usize,
+    out: *mut bf16,
+    ldo: usize,
+    count: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::avx512bf16_available() {
+        // SAFETY: the CPU has AVX512F/BF16; the rest is the caller's contract.
+        unsafe { silu_mul_block_avx512(block, rows, out, ldo, count) };
+        return;
+    }
+    let mut act = [0f32; 16];
+    for i in 0..rows {
+        let row = &block[i * 32..i * 32 + 32];
+        silu_mul(&row[..16], &row[16..], &mut act);
+        for j in 0..count {
+            // SAFETY: the caller's contract.
+            unsafe { *out.add(i * ldo + j) = bf16::from_f32(act[j]) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+unsafe fn silu_mul_block_avx512(
+    block: &[f32],
+    rows: usize,
+    out: *mut bf16,
+    ldo: usize,
+    count: usize,
+) {
+    use std::arch::x86_64::{
+        __m256i, _mm256_mask_storeu_epi16, _mm512_cvtneps_pbh, _mm512_loadu_ps,
+    };
+    let mask = if count >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << count) - 1
+    };
+    let mut act = [0f32; 16];
+    for i in 0..rows {
+        let row = &block[i * 32..i * 32 + 32];
+        silu_mul(&row[..16], &row[16..], &mut act);
+        // SAFETY: 16 floats in `act`; the masked store writes `count` bf16 of row i.
+        unsafe {
+            let v = _mm512_loadu_ps(act.as_ptr());
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_mask_storeu_epi16(out.add(i * ldo).cast(), mask, h);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rms_norm_avx512(x: &mut [f32], weight: &[f32], eps: f32) {
+    rms_norm_generic(x, weight, eps);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn silu_mul_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    silu_mul(gate, up, out);
+}
+
+#[inline(always)]
+fn rms_norm_generic(x: &mut [f32], weight: &[f32], eps: f32) {
+    // Eight partial sums: lets the compiler vectorize the reduction.
+    let mut partial = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (p, v) in partial.iter_mut().zip(chunk) {
+            *p += v * v;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    let sum = partial.iter().sum::<f32>() + tail;
+    let inv = 1.0 / (sum / x.len() as f32 + eps).sqrt();
+    for (v, w) in x.iter_mut().zip(weight) {
+        *v = w * (*v * inv);
+    }
+}
+
+#[inline(always)]
+fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(-g)) * u;
+    }
+}
+
+/// eˣ for f32, branch-free so it vectorizes; saturates near 0 below -87.3 and at e⁸⁸
+/// above 88 (SiLU needs neither end precisely).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so n·ln2 is exact for |n| < 2^8.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.3, 88.0);
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // n as an integer, read from the mantissa bits (an `as i32` cast would not vectorize).
+    let n_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Taylor terms of eʳ on |r| ≤ ln2/2: error below 2^-24 relative.
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n_int + 127) << 23) as u32);
+    p * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm() {
+        let mut worst = 0f32;
+        for i in -87_000..88_000 {
+            let x = i as f32 * 1e-3 + 0.000_37;
+            let (got, want) = (exp(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst:e}");
+        assert!(exp(-200.0) < 1e-37 && exp(-200.0) >= 0.0);
+        assert!(exp(200.0).is_finite());
+    }
+
+    #[test]
+    fn silu_and_rms_norm_match_plain_formulas() {
+        let gate: Vec<f32> = (0..100).map(|i| (i as f32 - 50.0) * 0.37).collect();
+        let up: Vec<f32> = (0..100).map(|i| (i as f32 * 0.11).sin()).collect();
+        let mut out = vec![bf16::ZERO; 100];
+        silu_mul_to_bf16(&gate, &up, &mut out, &mut Vec::new());
+        for i in 0..100 {
+            let want = gate[i] / (1.0 + (-gate[i]).exp()) * up[i];
+            assert_eq!(out[i], bf16::from_f32(want), "{i}: {}", gate[i]);
+        }
+        let weight: Vec<f32> = (0..37).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let mut x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).cos()).collect();
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / 37.0;
+        let want: Vec<f32> = x
+            .iter()
+            .zip(&weight)
+            .map(|(v, w)| w * (v / (ms + 1e-6).sqrt()))
+            .collect();
+        rms_norm(&mut x, &weight, 1e-6);
+        for (g, w) in x.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
+        }
+    }
+}

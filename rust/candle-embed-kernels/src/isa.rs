@@ -1,0 +1,228 @@
+//! Which bf16 instructions this CPU can run, chosen once per process.
+//!
+//! AMX is read from CPUID leaf 7 and XCR0 (std's feature macro for it is not stable), then Linux is
+//! asked for the tile state with `arch_prctl(ARCH_REQ_XCOMP_PERM)`: without that permission the
+//! first tile instruction kills the process. `CANDLE_EMBED_CPU_KERNEL` forces a choice
+//! (`amx`, `avx512bf16`, `reference`, `none`), for tests and side-by-side comparisons.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// The environment variable that forces a kernel.
+pub const KERNEL_ENV: &str = "CANDLE_EMBED_CPU_KERNEL";
+
+/// A family of bf16 GEMM / attention kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Intel AMX tiles (`tdpbf16ps`), with AVX512-BF16 for rows too few to fill a tile.
+    Amx,
+    /// AVX512-BF16 dot products (`vdpbf16ps`).
+    Avx512Bf16,
+    /// Portable scalar code doing the same arithmetic (bf16 inputs, f32 sums); slow, for tests and
+    /// for CPUs with neither, when bf16 is asked for explicitly.
+    Reference,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Amx => "amx",
+            Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Reference => "reference",
+        }
+    }
+
+    /// Whether this CPU (and OS) can run the kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Amx => amx_ready(),
+            Isa::Avx512Bf16 => avx512bf16_available(),
+            Isa::Reference => true,
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the environment asked for and what the hardware offers, resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// A bf16 kernel to use.
+    Bf16(Isa),
+    /// No fast bf16 here (or `none` was forced): compute in f32.
+    None,
+}
+
+/// The best kernel for this CPU, honouring `CANDLE_EMBED_CPU_KERNEL`; `Err` names a forced kernel
+/// the CPU cannot run, or a value that is not a kernel name.
+pub fn select() -> Result<Selection, String> {
+    let forced = std::env::var(KERNEL_ENV).ok();
+    select_from(forced.as_deref())
+}
+
+fn select_from(forced: Option<&str>) -> Result<Selection, String> {
+    let isa = match forced.map(str::trim) {
+        None | Some("" | "auto") => return Ok(best().map_or(Selection::None, Selection::Bf16)),
+        Some("none" | "f32") => return Ok(Selection::None),
+        Some("amx") => Isa::Amx,
+        Some("avx512bf16") => Isa::Avx512Bf16,
+        Some("reference") => Isa::Reference,
+        Some(other) => {
+            return Err(format!(
+                "{KERNEL_ENV}={other:?} is not a kernel; expected \"auto\", \"amx\", \
+                 \"avx512bf16\", \"reference\" or \"none\""
+            ))
+        }
+    };
+    if isa.is_supported() {
+        Ok(Selection::Bf16(isa))
+    } else {
+        Err(format!(
+            "{KERNEL_ENV}={} asks for a kernel this CPU cannot run",
+            isa.name()
+        ))
+    }
+}
+
+/// The fastest supported kernel, if any beats f32.
+pub fn best() -> Option<Isa> {
+    [Isa::Amx, Isa::Avx512Bf16]
+        .into_iter()
+        .find(|isa| isa.is_supported())
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512bf16_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn avx512bf16_available() -> bool {
+    false
+}
+
+/// AMX-BF16 present, enabled by the OS, and granted to this process. Asked once.
+pub(crate) fn amx_ready() -> bool {
+    static READY: OnceLock<bool> = OnceLock::new();
+    *READY.get_or_init(|| amx_in_cpu() && request_tile_permission() && avx512bf16_available())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn amx_in_cpu() -> bool {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    const AMX_BF16: u32 = 1 << 22;
+    const AMX_TILE: u32 = 1 << 24;
+    const OSXSAVE: u32 = 1 << 27;
+    // XTILECFG (bit 17) and XTILEDATA (bit 18) of XCR0: the OS saves tile state.
+    const XCR0_TILES: u64 = (1 << 17) | (1 << 18);
+
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let leaf7 = __cpuid_count(7, 0);
+    if leaf7.edx & (AMX_BF16 | AMX_TILE) != AMX_BF16 | AMX_TILE {
+        return false;
+    }
+    if __cpuid(1).ecx & OSXSAVE == 0 {
+        return false;
+    }
+    // SAFETY: OSXSAVE is set, so XGETBV is enabled and reading XCR0 (index 0) cannot fault.
+    let xcr0 = unsafe { xgetbv0() };
+    xcr0 & XCR0_TILES == XCR0_TILES
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    // SAFETY: the caller checked OSXSAVE.
+    unsafe { std::arch::x86_64::_xgetbv(0) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn amx_in_cpu() -> bool {
+    false
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM takes an integer feature number and touches no
+    // user memory; on kernels without it the call fails with an error code, it does not fault.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn request_tile_permission() -> bool {
+    // Other systems either grant tile state by default or do not support AMX; without a way to
+    // tell, stay off AMX.
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forced_choices() {
+        assert_eq!(select_from(Some("none")), Ok(Selection::None));
+        assert_eq!(
+            select_from(Some("reference")),
+            Ok(Selection::Bf16(Isa::Reference))
+        );
+        let err = select_from(Some("sse9")).unwrap_err();
+        assert!(err.contains("\"sse9\" is not a kernel"), "{err}");
+        for isa in [Isa::Amx, Isa::Avx512Bf16] {
+            let got = select_from(Some(isa.name()));
+            if isa.is_supported() {
+                assert_eq!(got, Ok(Selection::Bf16(isa)));
+            } else {
+                assert!(got.unwrap_err().contains("cannot run"));
+            }
+        }
+    }
+
+    #[test]
+    fn auto_prefers_amx() {
+        let auto = select_from(None).unwrap();
+        match best() {
+            Some(isa) => assert_eq!(auto, Selection::Bf16(isa)),
+            None => assert_eq!(auto, Selection::None),
+        }
+        if amx_ready() {
+            assert_eq!(best(), Some(Isa::Amx));
+        }
+    }
+
+    /// The machines that build this project have AMX (`lscpu` lists amx_bf16); when /proc says
+    /// so, detection must agree, or the fast path silently goes unused.
+    #[test]
+    fn detection_agrees_with_proc_cpuinfo() {
+        let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+            return;
+        };
+        let flags = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .unwrap_or("");
+        let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
+        assert_eq!(has("avx512_bf16"), avx512bf16_available());
+        assert_eq!(
+            has("amx_bf16") && has("amx_tile") && has("avx512_bf16"),
+            amx_ready()
+        );
+    }
+}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -26,3 +27,23 @@ def load(model_dir: Union[Path, str], **kwargs) -> Runner:
 
 def embed(runner: Runner, **request) -> np.ndarray:
     return runner.send_embedding_request(EmbeddingRequest(**request))
+
+
+def expected_cpu_kernel() -> Optional[str]:
+    """The bf16 CPU kernel dtype="auto" should pick on this machine, read independently of the
+    engine: from /proc/cpuinfo's flags and CANDLE_EMBED_CPU_KERNEL. None means f32 (candle)."""
+    forced = os.environ.get("CANDLE_EMBED_CPU_KERNEL", "auto").strip()
+    if forced in ("none", "f32"):
+        return None
+    if forced not in ("", "auto"):
+        return forced
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+    if {"amx_bf16", "amx_tile", "avx512_bf16"} <= flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512bf16"
+    return None

@@ -18,7 +18,7 @@ import pytest
 
 from candle_embed import EmbeddingArchitecture, EmbeddingRequest, Runner, Tokenizer, Which
 
-from fixture_models import GQA, MQA, embed, load
+from fixture_models import GQA, MQA, embed, expected_cpu_kernel, load
 
 
 TEXTS = [
@@ -107,7 +107,10 @@ def test_dimensions_without_normalize_is_the_raw_prefix(gqa):
 def test_runner_info(request, model, expected):
     runner = request.getfixturevalue("gqa" if model == GQA else "mqa")
     info = runner.info
-    assert info["dtype"] == "f32"
+    kernel = expected_cpu_kernel()
+    # dtype="auto": bf16 on our kernels where the CPU has AMX or AVX512-BF16, else candle's f32.
+    assert info["dtype"] == ("bf16" if kernel else "f32")
+    assert info["kernel"] == (kernel or "candle")
     assert info["device"] == "cpu"
     assert info["model_id"] == str(model)
     assert info["architecture"] == "qwen3embedding"
@@ -118,7 +121,9 @@ def test_runner_info(request, model, expected):
     assert runner.hidden_size == info["hidden_size"]
     assert runner.max_length == info["max_length"]
     assert Tokenizer(model / "tokenizer.json").appends_eos is expected["tokenizer_appends_eos"]
-    assert repr(runner) == f'Runner(model_id="{model}", device="cpu", dtype="f32")'
+    assert repr(runner) == (
+        f'Runner(model_id="{model}", device="cpu", dtype="{info["dtype"]}", kernel="{info["kernel"]}")'
+    )
 
 
 # --- tokenization ----------------------------------------------------------------------------
@@ -324,9 +329,27 @@ def test_tokenizer_json_override(gqa):
     assert runner.tokenize(EmbeddingRequest(input=TEXTS)) == gqa.tokenize(EmbeddingRequest(input=TEXTS))
 
 
-def test_explicit_f32_equals_auto(gqa):
-    runner = Runner(which=Which.Embedding(model_id=str(GQA), dtype="f32"), device="cpu")
+def test_explicit_dtype_equals_auto(gqa):
+    # "auto" is exactly one of the explicit choices: bf16 on our kernels where the CPU has them.
+    dtype = "bf16" if expected_cpu_kernel() else "f32"
+    runner = Runner(which=Which.Embedding(model_id=str(GQA), dtype=dtype), device="cpu")
     np.testing.assert_array_equal(embed(runner, input=TEXTS), embed(gqa, input=TEXTS))
+
+
+def test_forced_kernels_agree(monkeypatch, gqa):
+    """Every bf16 kernel the CPU can run (AVX512-BF16, the portable reference) gives the
+    default kernel's vectors, up to the effects of f32 summation order."""
+    want = embed(gqa, input=TEXTS)
+    for kernel in ("avx512bf16", "reference"):
+        if kernel == "avx512bf16" and expected_cpu_kernel() not in ("amx", "avx512bf16"):
+            continue
+        monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
+        runner = Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
+        assert runner.info["kernel"] == kernel
+        # Same arithmetic, f32 sums in another order. Sums ~1e-7 apart can round to different
+        # bf16 values where activations are re-rounded (2^-9 relative), which moves a unit vector
+        # by up to ~1e-3 (measured: 6.6e-4); a wrong kernel would be off by the vectors' scale.
+        np.testing.assert_allclose(embed(runner, input=TEXTS), want, atol=2e-3, rtol=0)
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 import candle_embed
 from candle_embed import CandleEmbedError, EmbeddingRequest, Runner, Tokenizer, Which
 
-from fixture_models import GQA, MQA, SHARDED, embed, load
+from fixture_models import GQA, MQA, SHARDED, embed, expected_cpu_kernel, load
 
 
 LONG_TEXT = "the quick brown fox jumps over the lazy dog " * 40
@@ -434,14 +434,27 @@ def edit_weights(tmp_path: Path, edit) -> Path:
     return model
 
 
-def test_weights_missing_a_tensor(tmp_path):
+# Both loaders: candle's memory-mapped VarBuilder (f32) and the bf16 path's tensor reader ("auto"
+# on CPUs with AMX / AVX512-BF16; the reference kernels elsewhere).
+LOADERS = pytest.mark.parametrize("dtype", ["f32", "bf16"])
+
+
+def load_as(model: Path, dtype: str, monkeypatch) -> Runner:
+    if dtype == "bf16" and expected_cpu_kernel() is None:
+        monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "reference")
+    return Runner(which=Which.Embedding(model_id=str(model), dtype=dtype))
+
+
+@LOADERS
+def test_weights_missing_a_tensor(tmp_path, dtype, monkeypatch):
     model = edit_weights(tmp_path, lambda tensors: tensors.pop("layers.1.self_attn.k_proj.weight"))
     with pytest.raises(ValueError) as err:
-        load(model)
+        load_as(model, dtype, monkeypatch)
     says(err, "loading weights", str(model), "layers.1.self_attn.k_proj.weight")
 
 
-def test_weights_with_a_wrong_shaped_tensor(tmp_path):
+@LOADERS
+def test_weights_with_a_wrong_shaped_tensor(tmp_path, dtype, monkeypatch):
     def narrow_up_proj(tensors):
         dtype, up = tensors["layers.0.mlp.up_proj.weight"]
         assert up.shape == (96, 64)
@@ -449,23 +462,25 @@ def test_weights_with_a_wrong_shaped_tensor(tmp_path):
 
     model = edit_weights(tmp_path, narrow_up_proj)
     with pytest.raises(ValueError) as err:
-        load(model)
+        load_as(model, dtype, monkeypatch)
     says(err, "layers.0.mlp.up_proj.weight", "[96, 64]", "[96, 32]")
 
 
-def test_weights_without_embed_tokens(tmp_path):
+@LOADERS
+def test_weights_without_embed_tokens(tmp_path, dtype, monkeypatch):
     model = edit_weights(tmp_path, lambda tensors: tensors.pop("embed_tokens.weight"))
     with pytest.raises(ValueError) as err:
-        load(model)
+        load_as(model, dtype, monkeypatch)
     says(err, "embed_tokens.weight", "Qwen3 checkpoint")
 
 
-def test_weights_file_truncated(tmp_path):
+@LOADERS
+def test_weights_file_truncated(tmp_path, dtype, monkeypatch):
     model = copy_model(tmp_path)
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(ValueError) as err:
-        load(model)
+        load_as(model, dtype, monkeypatch)
     says(err, "loading weights", str(weights))
 
 
@@ -521,11 +536,40 @@ def test_gpu_device_on_a_cpu_only_build(device):
     says(err, f'"{device}"', f"no {kind} support", f"`{kind}` cargo feature")
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "f16", "bfloat16"])
-def test_half_dtype_on_cpu(dtype):
+@pytest.mark.parametrize("dtype", ["f16", "float16"])
+def test_f16_on_cpu(dtype):
     with pytest.raises(ValueError) as err:
         Runner(which=Which.Embedding(model_id=str(GQA), dtype=dtype))
-    says(err, f'"{dtype}"', "not supported on CPU", '"f32"')
+    says(err, f'"{dtype}"', "not supported on CPU", '"bf16"', '"f32"')
+
+
+def test_bf16_on_cpu_without_a_bf16_kernel(monkeypatch):
+    # "none" stands in for a CPU with neither AMX nor AVX512-BF16.
+    monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "none")
+    with pytest.raises(ValueError) as err:
+        Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
+    says(err, '"bf16"', "needs AMX or AVX512-BF16", '"f32"', "CANDLE_EMBED_CPU_KERNEL=reference")
+    # dtype="auto" falls back to candle's f32 there.
+    info = Runner(which=Which.Embedding(model_id=str(GQA))).info
+    assert (info["dtype"], info["kernel"]) == ("f32", "candle")
+
+
+def test_forced_kernel_that_is_not_a_kernel(monkeypatch):
+    monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "sse9")
+    with pytest.raises(ValueError) as err:
+        Runner(which=Which.Embedding(model_id=str(GQA)))
+    says(err, "CANDLE_EMBED_CPU_KERNEL", '"sse9"', '"amx"', '"avx512bf16"', '"reference"', '"none"')
+
+
+@pytest.mark.parametrize("kernel", ["amx", "avx512bf16"])
+def test_forced_kernel_the_cpu_lacks(monkeypatch, kernel):
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if {"amx": "amx_bf16", "avx512bf16": "avx512_bf16"}[kernel] in flags:
+        pytest.skip(f"this CPU has {kernel}; the refusal is for CPUs without it")
+    monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
+    with pytest.raises(ValueError) as err:
+        Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
+    says(err, f"CANDLE_EMBED_CPU_KERNEL={kernel}", "cannot run")
 
 
 def test_unknown_dtype():

@@ -3,6 +3,8 @@
 
 use candle_core::{DType, Device};
 
+use candle_embed_kernels::{Isa, Selection, KERNEL_ENV};
+
 use crate::error::{EngineError, Result};
 
 /// Opens `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N`.
@@ -35,16 +37,39 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
-/// The compute dtype for `spec` on `device`. `"auto"` is f32 on CPU (exact; candle's CPU matmul
-/// has no fast bf16) and bf16 on GPUs.
-pub fn parse_dtype(spec: &str, device: &Device) -> Result<DType> {
+/// How the model computes: the dtype, and on CPU which bf16 kernel (if any) does the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compute {
+    pub dtype: DType,
+    /// `Some` for the bf16 CPU path ([`crate::cpu_bf16`]); `None` runs candle's own ops.
+    pub cpu_kernel: Option<Isa>,
+}
+
+/// The compute dtype for `spec` on `device`. `"auto"` is bf16 on GPUs, and on CPUs that have AMX
+/// or AVX512-BF16 (our kernels, f32 sums); f32 on other CPUs and on Metal.
+pub fn parse_compute(spec: &str, device: &Device) -> Result<Compute> {
+    let candle = |dtype| {
+        Ok(Compute {
+            dtype,
+            cpu_kernel: None,
+        })
+    };
     let dtype = match spec {
+        "auto" if device.is_cpu() => {
+            return match cpu_selection()? {
+                Selection::Bf16(isa) => Ok(Compute {
+                    dtype: DType::BF16,
+                    cpu_kernel: Some(isa),
+                }),
+                Selection::None => candle(DType::F32),
+            };
+        }
         "auto" => {
-            return Ok(if device.is_cuda() {
+            return candle(if device.is_cuda() {
                 DType::BF16
             } else {
                 DType::F32
-            });
+            })
         }
         "f32" | "float32" => DType::F32,
         "bf16" | "bfloat16" => DType::BF16,
@@ -55,12 +80,29 @@ pub fn parse_dtype(spec: &str, device: &Device) -> Result<DType> {
             )))
         }
     };
-    if device.is_cpu() && dtype != DType::F32 {
+    if !device.is_cpu() || dtype == DType::F32 {
+        return candle(dtype);
+    }
+    if dtype == DType::F16 {
         return Err(EngineError::Unsupported(format!(
-            "dtype {spec:?} is not supported on CPU yet; use \"f32\" or \"auto\""
+            "dtype {spec:?} is not supported on CPU; use \"bf16\", \"f32\" or \"auto\""
         )));
     }
-    Ok(dtype)
+    match cpu_selection()? {
+        Selection::Bf16(isa) => Ok(Compute {
+            dtype,
+            cpu_kernel: Some(isa),
+        }),
+        Selection::None => Err(EngineError::Unsupported(format!(
+            "dtype {spec:?} on CPU needs AMX or AVX512-BF16, which this CPU lacks (or {KERNEL_ENV} \
+             is \"none\"); use \"f32\" or \"auto\", or set {KERNEL_ENV}=reference for slow \
+             portable bf16"
+        ))),
+    }
+}
+
+fn cpu_selection() -> Result<Selection> {
+    candle_embed_kernels::isa::select().map_err(EngineError::invalid)
 }
 
 #[cfg(test)]
@@ -88,10 +130,34 @@ mod tests {
 
     #[test]
     fn dtypes() {
-        assert_eq!(parse_dtype("auto", &Device::Cpu).unwrap(), DType::F32);
-        assert_eq!(parse_dtype("float32", &Device::Cpu).unwrap(), DType::F32);
-        assert!(parse_dtype("bf16", &Device::Cpu).is_err());
-        assert!(parse_dtype("int8", &Device::Cpu)
+        let cpu = |spec| parse_compute(spec, &Device::Cpu);
+        let fast = match candle_embed_kernels::isa::select() {
+            Ok(Selection::Bf16(isa)) => Some(isa),
+            _ => None,
+        };
+        let auto = cpu("auto").unwrap();
+        assert_eq!(auto.cpu_kernel, fast);
+        assert_eq!(
+            auto.dtype,
+            if fast.is_some() {
+                DType::BF16
+            } else {
+                DType::F32
+            }
+        );
+        assert_eq!(
+            cpu("float32").unwrap(),
+            Compute {
+                dtype: DType::F32,
+                cpu_kernel: None
+            }
+        );
+        assert_eq!(cpu("bf16").is_ok(), fast.is_some());
+        assert!(cpu("f16")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported on CPU"));
+        assert!(cpu("int8")
             .unwrap_err()
             .to_string()
             .contains("unknown dtype"));

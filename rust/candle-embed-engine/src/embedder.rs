@@ -7,7 +7,8 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 
 use crate::config::{Config, EmbeddingArchitecture};
-use crate::device::{parse_device, parse_dtype};
+use crate::cpu_bf16;
+use crate::device::{parse_compute, parse_device};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
 use crate::pack::{plan_batches, PackedBatch};
@@ -74,15 +75,24 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     pub dtype: DType,
     pub storage_dtype: DType,
+    /// What does the matmuls: `amx`, `avx512bf16` or `reference` (our bf16 CPU kernels), or
+    /// `candle` (candle's own ops: f32 on CPU, and every GPU).
+    pub kernel: String,
     pub device: String,
     pub max_batch_tokens: usize,
     pub tokenizer_appends_eos: bool,
     pub prompt_names: Vec<String>,
 }
 
+/// The forward pass in use.
+enum Forward {
+    Candle(Model),
+    CpuBf16(cpu_bf16::Model),
+}
+
 /// A loaded embedding model.
 pub struct Embedder {
-    model: Model,
+    model: Forward,
     tokenizer: EmbeddingTokenizer,
     config: Config,
     prompts: Option<Prompts>,
@@ -96,7 +106,8 @@ impl Embedder {
             return Err(EngineError::invalid("max_batch_tokens must be positive"));
         }
         let device = parse_device(&options.device)?;
-        let dtype = parse_dtype(&options.dtype, &device)?;
+        let compute = parse_compute(&options.dtype, &device)?;
+        let dtype = compute.dtype;
         let files = options.source.resolve()?;
 
         let config = Config::from_file(&files.config)?;
@@ -120,13 +131,25 @@ impl Embedder {
             .map(Prompts::from_file)
             .transpose()?;
 
-        let (vb, storage_dtype) = weights::var_builder(&files.weights, dtype, &device)?;
-        let dir = files.weights[0]
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
+        let (model, storage_dtype) = if let Some(isa) = compute.cpu_kernel {
+            let reader = weights::WeightReader::open(&files.weights)?;
+            let storage = reader.dtype("embed_tokens.weight")?;
+            let model = cpu_bf16::Model::new(&config, &reader, isa)?;
+            (Forward::CpuBf16(model), storage)
+        } else {
+            let (vb, storage) = weights::var_builder(&files.weights, dtype, &device)?;
+            let dir = files.weights[0]
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_owned();
+            let model =
+                Model::new(&config, vb).map_err(|source| EngineError::Weights { dir, source })?;
+            (Forward::Candle(model), storage)
+        };
+        let kernel = compute
+            .cpu_kernel
+            .map_or("candle", |isa| isa.name())
             .to_owned();
-        let model =
-            Model::new(&config, vb).map_err(|source| EngineError::Weights { dir, source })?;
 
         let info = ModelInfo {
             model_id: options.source.model_id.clone(),
@@ -136,6 +159,7 @@ impl Embedder {
             vocab_size: config.vocab_size,
             dtype,
             storage_dtype,
+            kernel,
             device: describe(&device),
             max_batch_tokens: options.max_batch_tokens,
             tokenizer_appends_eos: tokenizer.appends_eos(),
@@ -145,13 +169,14 @@ impl Embedder {
                 .collect(),
         };
         tracing::info!(
-            "loaded {} ({} layers, hidden {}, {:?} weights computed in {:?} on {}) in {:.1?}",
+            "loaded {} ({} layers, hidden {}, {:?} weights computed in {:?} on {}, kernel {}) in {:.1?}",
             info.model_id,
             config.num_hidden_layers,
             info.hidden_size,
             storage_dtype,
             dtype,
             info.device,
+            info.kernel,
             started.elapsed()
         );
         Ok(Self {
@@ -212,8 +237,13 @@ impl Embedder {
         let mut vectors = Vec::with_capacity(sequences.len());
         for group in plan_batches(&lengths, self.info.max_batch_tokens) {
             let batch = PackedBatch::new(&sequences[group]);
-            let hidden = self.model.forward(&batch)?;
-            vectors.extend(pool::to_vectors(&pool::last_token(&hidden, &batch)?)?);
+            match &self.model {
+                Forward::Candle(model) => {
+                    let hidden = model.forward(&batch)?;
+                    vectors.extend(pool::to_vectors(&pool::last_token(&hidden, &batch)?)?);
+                }
+                Forward::CpuBf16(model) => vectors.extend(model.forward_last(&batch)),
+            }
         }
         Ok(vectors)
     }

@@ -105,6 +105,7 @@ impl PyRunner {
         dict.set_item("vocab_size", info.vocab_size)?;
         dict.set_item("dtype", info.dtype.as_str())?;
         dict.set_item("storage_dtype", info.storage_dtype.as_str())?;
+        dict.set_item("kernel", &info.kernel)?;
         dict.set_item("device", &info.device)?;
         dict.set_item("max_batch_tokens", info.max_batch_tokens)?;
         dict.set_item("tokenizer_appends_eos", info.tokenizer_appends_eos)?;
@@ -115,10 +116,11 @@ impl PyRunner {
     fn __repr__(&self) -> String {
         let info = self.embedder.info();
         format!(
-            "Runner(model_id={:?}, device={:?}, dtype={:?})",
+            "Runner(model_id={:?}, device={:?}, dtype={:?}, kernel={:?})",
             info.model_id,
             info.device,
-            info.dtype.as_str()
+            info.dtype.as_str(),
+            info.kernel
         )
     }
 }

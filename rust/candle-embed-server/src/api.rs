@@ -325,6 +325,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiErro
                 "max_input_tokens": info.max_length,
                 "vocab_size": info.vocab_size,
                 "dtype": format!("{:?}", info.dtype).to_lowercase(),
+                "kernel": info.kernel,
                 "device": info.device,
                 "prompt_names": info.prompt_names,
             })

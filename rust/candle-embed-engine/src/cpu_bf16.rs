@@ -1,0 +1,336 @@
+//! The Qwen3 decoder on CPU in bf16, on our own kernels (`candle-embed-kernels`).
+//!
+//! Same computation as [`crate::model`], with the precision split the reference's bf16 run
+//! would envy: matmul inputs are bf16 and their sums f32, while the residual stream, RMSNorm,
+//! RoPE, softmax and pooling stay f32. Weights are read once, fused (q/k/v into one projection,
+//! gate/up into one) and packed for the kernels; nothing else is kept.
+//!
+//! Per layer, for the packed batch's `tokens` rows:
+//! RMSNorm → bf16 → qkv GEMM → per-head RMSNorm + RoPE (f32) → causal GQA attention → bf16 →
+//! o_proj GEMM added into the residual → RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 →
+//! down GEMM added into the residual. The MLP runs in row chunks so its intermediate stays small.
+
+use std::time::{Duration, Instant};
+
+use candle_embed_kernels::attention::{causal_attention, Heads};
+use candle_embed_kernels::{
+    elementwise, f32_to_bf16, gemm, gemm_silu_mul, BfMatrix, Isa, PackedWeight,
+};
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::pack::PackedBatch;
+use crate::weights::WeightReader;
+
+/// Rows per MLP chunk: its `rows × intermediate` bf16 stays at ~6 MB for the 0.6B shape.
+const MLP_ROWS: usize = 1024;
+
+/// RMSNorm weight and epsilon.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn new(cfg: &Config, size: usize, r: &WeightReader) -> Result<Self> {
+        Ok(Self {
+            weight: r.f32("weight", &[size])?,
+            eps: cfg.rms_norm_eps as f32,
+        })
+    }
+
+    /// `x / rms(x) · weight` in place, in f32 as the reference computes it.
+    fn apply(&self, x: &mut [f32]) {
+        elementwise::rms_norm(x, &self.weight, self.eps);
+    }
+
+    /// Every row of `x` (rows of `width`), normed and rounded to bf16 into `out`.
+    fn to_bf16(&self, x: &[f32], width: usize, out: &mut BfMatrix) {
+        out.reset(x.len() / width, width);
+        out.par_rows_mut()
+            .zip(x.par_chunks_exact(width))
+            .for_each_init(
+                || vec![0f32; width],
+                |row, (dst, src)| {
+                    row.copy_from_slice(src);
+                    self.apply(row);
+                    f32_to_bf16(row, &mut dst[..width]);
+                },
+            );
+    }
+}
+
+/// RoPE tables (rotate-half convention), f32, `max_positions × head_dim / 2`.
+#[derive(Debug, Clone)]
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+}
+
+impl Rope {
+    fn new(cfg: &Config) -> Self {
+        let dim = cfg.head_dim();
+        let half = dim / 2;
+        let theta = cfg.rope_theta() as f32;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
+            .collect();
+        let positions = cfg.max_position_embeddings;
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(positions * half),
+            Vec::with_capacity(positions * half),
+        );
+        for pos in 0..positions {
+            for f in &inv_freq {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Self { cos, sin, half }
+    }
+
+    /// Rotates one head at `position` in place.
+    fn apply(&self, head: &mut [f32], position: usize) {
+        let (cos, sin) = (
+            &self.cos[position * self.half..][..self.half],
+            &self.sin[position * self.half..][..self.half],
+        );
+        let (lo, hi) = head.split_at_mut(self.half);
+        for i in 0..self.half {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
+/// Where a forward pass spent its time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// The four GEMMs of every layer (SiLU·up included: it is fused into the gate/up GEMM).
+    pub gemm: Duration,
+    pub attention: Duration,
+    /// Wall time of the whole pass; the rest is norms, RoPE, SiLU, conversions, embedding lookup.
+    pub total: Duration,
+}
+
+/// Scratch buffers reused across layers within one forward pass.
+#[derive(Default)]
+struct Scratch {
+    timings: Timings,
+    normed: BfMatrix,
+    qkv: Vec<f32>,
+    attn: BfMatrix,
+    mlp_in: BfMatrix,
+    mlp_mid: BfMatrix,
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    /// q, k and v projections stacked: `(q + 2·kv)·head_dim` outputs.
+    qkv_proj: PackedWeight,
+    o_proj: PackedWeight,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    heads: Heads,
+}
+
+impl Attention {
+    fn new(cfg: &Config, r: &WeightReader) -> Result<Self> {
+        let (hidden, dim) = (cfg.hidden_size, cfg.head_dim());
+        let (q, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let mut stacked = r.pp("q_proj").bf16("weight", &[q * dim, hidden])?;
+        stacked.extend(r.pp("k_proj").bf16("weight", &[kv * dim, hidden])?);
+        stacked.extend(r.pp("v_proj").bf16("weight", &[kv * dim, hidden])?);
+        let o = r.pp("o_proj").bf16("weight", &[hidden, q * dim])?;
+        Ok(Self {
+            qkv_proj: PackedWeight::new(&stacked, (q + 2 * kv) * dim, hidden),
+            o_proj: PackedWeight::new(&o, hidden, q * dim),
+            q_norm: RmsNorm::new(cfg, dim, &r.pp("q_norm"))?,
+            k_norm: RmsNorm::new(cfg, dim, &r.pp("k_norm"))?,
+            heads: Heads { q, kv, dim },
+        })
+    }
+
+    /// Adds the attention output of the normed rows in `s.normed` to the residual `x`.
+    fn forward(&self, isa: Isa, x: &mut [f32], rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
+        let Heads { q, kv, dim } = self.heads;
+        let width = (q + 2 * kv) * dim;
+        let tokens = batch.total_tokens();
+        s.qkv.resize(tokens * width, 0.0);
+        // (tokens, (q + 2·kv)·dim)
+        let t = Instant::now();
+        gemm(isa, &s.normed, &self.qkv_proj, &mut s.qkv, width, false);
+        s.timings.gemm += t.elapsed();
+        s.qkv
+            .par_chunks_exact_mut(width)
+            .zip(batch.positions.par_iter())
+            .for_each(|(row, &pos)| {
+                // q heads, then k heads: normed and rotated; v heads untouched.
+                for (i, head) in row[..(q + kv) * dim].chunks_exact_mut(dim).enumerate() {
+                    let norm = if i < q { &self.q_norm } else { &self.k_norm };
+                    norm.apply(head);
+                    rope.apply(head, pos as usize);
+                }
+            });
+        let ranges: Vec<_> = batch.ranges().collect();
+        let scale = 1.0 / (dim as f32).sqrt();
+        // (tokens, q·dim) in bf16: the o_proj input.
+        let t = Instant::now();
+        causal_attention(isa, self.heads, &s.qkv, &ranges, scale, &mut s.attn);
+        s.timings.attention += t.elapsed();
+        let hidden = self.o_proj.n();
+        let t = Instant::now();
+        gemm(isa, &s.attn, &self.o_proj, x, hidden, true);
+        s.timings.gemm += t.elapsed();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    /// gate and up interleaved for the fused SiLU·up GEMM.
+    gate_up_proj: PackedWeight,
+    down_proj: PackedWeight,
+    intermediate: usize,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, r: &WeightReader) -> Result<Self> {
+        let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
+        let gate = r.pp("gate_proj").bf16("weight", &[inter, hidden])?;
+        let up = r.pp("up_proj").bf16("weight", &[inter, hidden])?;
+        let down = r.pp("down_proj").bf16("weight", &[hidden, inter])?;
+        Ok(Self {
+            gate_up_proj: PackedWeight::gate_up(&gate, &up, inter, hidden),
+            down_proj: PackedWeight::new(&down, hidden, inter),
+            intermediate: inter,
+        })
+    }
+
+    /// Adds `down(silu(gate(n)) · up(n))` of the normed rows `s.mlp_in` to the residual rows `x`.
+    fn forward(&self, isa: Isa, x: &mut [f32], s: &mut Scratch) {
+        let t = Instant::now();
+        // (rows, intermediate) in bf16: the down projection's input.
+        gemm_silu_mul(
+            isa,
+            &s.mlp_in,
+            &self.gate_up_proj,
+            self.intermediate,
+            &mut s.mlp_mid,
+        );
+        let hidden = self.down_proj.n();
+        gemm(isa, &s.mlp_mid, &self.down_proj, x, hidden, true);
+        s.timings.gemm += t.elapsed();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Config, r: &WeightReader) -> Result<Self> {
+        Ok(Self {
+            input_layernorm: RmsNorm::new(cfg, cfg.hidden_size, &r.pp("input_layernorm"))?,
+            self_attn: Attention::new(cfg, &r.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(
+                cfg,
+                cfg.hidden_size,
+                &r.pp("post_attention_layernorm"),
+            )?,
+            mlp: Mlp::new(cfg, &r.pp("mlp"))?,
+        })
+    }
+
+    fn forward(&self, isa: Isa, x: &mut [f32], rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
+        let hidden = self.input_layernorm.weight.len();
+        self.input_layernorm.to_bf16(x, hidden, &mut s.normed);
+        self.self_attn.forward(isa, x, rope, batch, s);
+        for chunk in x.chunks_mut(MLP_ROWS * hidden) {
+            self.post_attention_layernorm
+                .to_bf16(chunk, hidden, &mut s.mlp_in);
+            self.mlp.forward(isa, chunk, s);
+        }
+    }
+}
+
+/// Qwen3 decoder without LM head, bf16 on CPU.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// `(vocab, hidden)` token embeddings, kept in bf16 (rows are widened when looked up).
+    embed_tokens: Vec<bf16>,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    rope: Rope,
+    hidden: usize,
+    isa: Isa,
+}
+
+impl Model {
+    /// Reads and packs the weights under `r` (the level holding `embed_tokens`, `layers`, `norm`).
+    pub fn new(cfg: &Config, r: &WeightReader, isa: Isa) -> Result<Self> {
+        let hidden = cfg.hidden_size;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, &r.pp("layers").pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens: r
+                .pp("embed_tokens")
+                .bf16("weight", &[cfg.vocab_size, hidden])?,
+            layers,
+            norm: RmsNorm::new(cfg, hidden, &r.pp("norm"))?,
+            rope: Rope::new(cfg),
+            hidden,
+            isa,
+        })
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The final (normed) hidden state of each sequence's last token, in order.
+    pub fn forward_last(&self, batch: &PackedBatch) -> Vec<Vec<f32>> {
+        self.forward_last_timed(batch).0
+    }
+
+    /// [`Self::forward_last`], with where the time went.
+    pub fn forward_last_timed(&self, batch: &PackedBatch) -> (Vec<Vec<f32>>, Timings) {
+        let started = Instant::now();
+        let hidden = self.hidden;
+        // (tokens, hidden) residual stream, f32.
+        let mut x = vec![0f32; batch.total_tokens() * hidden];
+        x.par_chunks_exact_mut(hidden)
+            .zip(batch.input_ids.par_iter())
+            .for_each(|(row, &id)| {
+                let src = &self.embed_tokens[id as usize * hidden..][..hidden];
+                for (d, s) in row.iter_mut().zip(src) {
+                    *d = s.to_f32();
+                }
+            });
+        let mut scratch = Scratch::default();
+        for layer in &self.layers {
+            layer.forward(self.isa, &mut x, &self.rope, batch, &mut scratch);
+        }
+        let pooled = batch
+            .last_rows()
+            .into_iter()
+            .map(|row| {
+                let mut v = x[row as usize * hidden..][..hidden].to_vec();
+                self.norm.apply(&mut v);
+                v
+            })
+            .collect();
+        scratch.timings.total = started.elapsed();
+        (pooled, scratch.timings)
+    }
+}

@@ -1,27 +1,45 @@
 #!/usr/bin/env python3
-"""End-to-end embedding throughput: candle_embed against transformers, same weights, same inputs.
+"""End-to-end embedding throughput and latency: candle_embed against transformers, same weights.
 
     python3 scripts/make_bench_model.py            # once: bench-out/qwen3-0.6b-random
-    python3 benches/bench_e2e.py [--n-inputs 256] [--engines candle,hf-f32,hf-bf16] [--threads 2]
+    python3 benches/bench_e2e.py [--n-inputs 256] [--engines candle-bf16,candle-f32,hf-bf16,hf-f32]
+                                 [--threads 2] [--by-length 16,64,256,1024 [--by-length-tokens 8192]]
+    python3 benches/plot_e2e.py                    # bench-out/e2e.json -> docs/e2e-throughput.png
 
-Needs, in one interpreter, candle_embed (the wheel from dist/) and torch + transformers.
+Needs, in one interpreter, candle_embed (the wheel from dist/) and torch + transformers. Any model
+directory with config.json and tokenizer.json works (--model-dir tests/fixtures/models/gqa-bf16 for a
+quick check); texts are kept within the model's max_position_embeddings.
 
 Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
 
-    candle    candle_embed.Runner, dtype f32, CPU; the whole corpus in one request (the engine
-              packs it into forward passes of at most max_batch_tokens tokens, no padding)
-    hf-f32    transformers AutoModel (Qwen3Model) in float32, sdpa attention, torch.inference_mode
-    hf-bf16   the same in bfloat16
+    candle-bf16   candle_embed.Runner, dtype "bf16", CPU; the whole corpus in one request (the engine
+                  packs it into forward passes of at most max_batch_tokens tokens, no padding)
+    candle-f32    the same with dtype "f32" ("candle" is accepted as another name for it)
+    candle-auto   the same with dtype "auto" (not run unless named in --engines)
+    hf-f32        transformers AutoModel (Qwen3Model) in float32, sdpa attention, torch.inference_mode
+    hf-bf16       the same in bfloat16
 
 The transformers side does what sentence-transformers does for Qwen3-Embedding: sort the texts by
 length, batches of --batch-size, AutoTokenizer with left padding (the tokenizer appends
 <|endoftext|>), last token's hidden state, L2-normalize. Timings cover tokenization, the model and
-pooling, after one warm-up call; the model load is timed apart.
+pooling, after a warm-up call; the model load is timed apart. An engine whose child process fails
+(e.g. a dtype the installed build rejects) is reported as a row with its error; the others still run.
 
-The corpus is deterministic (seeded RNG over built-in word lists, ~85% English and ~15% Chinese),
-about 60 tokens at the median and 5 to 500 tokens in all. Agreement: every engine returns all its
-vectors, and each is compared with hf-f32 (cosine and max abs difference per input; the worst input
-is reported). Output: a table on stdout and a JSON file (--out, default bench-out/e2e.json).
+Measurements, per engine:
+
+    throughput    tokens/s over the corpus: deterministic (seeded RNG over built-in word lists, ~85%
+                  English and ~15% Chinese), about 60 tokens at the median and 5 to 500 tokens in all
+    latency       p50 and p90 of --latency-reps calls embedding one 16-token query (<|endoftext|>
+                  included), after 3 warm-up calls
+    agreement     every engine returns all its vectors, each compared with hf-f32 (cosine and max abs
+                  difference per input; the worst input is reported)
+    by length     with --by-length: for each length L, texts of L tokens each (exactly, where the
+                  word lists allow), about --by-length-tokens tokens per length, in one more child
+                  process per engine; its warm-up is one text of the length
+
+Output: tables on stdout (plain and markdown) and a JSON file (--out, default bench-out/e2e.json)
+with the machine (CPU model, cores, threads), the corpus, each engine's results ("engines") and,
+with --by-length, "by_length".
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +62,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bench-out" / "qwen3-0.6b-random"
 DEFAULT_OUT = ROOT / "bench-out" / "e2e.json"
-ENGINES = ("candle", "hf-f32", "hf-bf16")
+ENGINES = ("candle-bf16", "candle-f32", "candle-auto", "hf-bf16", "hf-f32")
+DEFAULT_ENGINES = ("candle-bf16", "candle-f32", "hf-bf16", "hf-f32")
+ALIASES = {"candle": "candle-f32"}
 REFERENCE = "hf-f32"
+RATIO_BASES = ("hf-bf16", "hf-f32")
 WARMUP_INPUTS = 8
+NOTE_HEADER = "dtype / kernel"  # the summary table's text column: dtype and kernel, or the error
+
+# 16 tokens with the Qwen3 tokenizer, <|endoftext|> included; other tokenizers get a generated text.
+QUERY = "How do I compute the cosine similarity between two embedding vectors in Python code?"
+QUERY_TOKENS = 16
+LATENCY_WARMUP = 3
 
 # ---------------------------------------------------------------------------------------------
 # Corpus
@@ -81,31 +109,45 @@ CHINESE_SHARE = 0.15
 CORPUS_BASE = 256  # the corpus for --n-inputs n < 256 is the first n of the 256
 
 
-def make_corpus(n: int, seed: int, tokenizer) -> list[str]:
+class TokenCounter:
+    """Token counts with the bench's convention: the text's own tokens plus one <|endoftext|>."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[str, int] = {}
+
+    def piece(self, piece: str) -> int:
+        """Tokens of a word on its own, no <|endoftext|>; cached (the corpus reuses few words)."""
+        if piece not in self.cache:
+            self.cache[piece] = len(self.tokenizer.encode(piece, add_special_tokens=False).ids)
+        return self.cache[piece]
+
+    def text(self, text: str) -> int:
+        return 1 + len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def make_corpus(n: int, seed: int, counter: TokenCounter, max_tokens: int = MAX_TOKENS) -> list[str]:
     """`max(n, 256)` texts from a seeded RNG, of which the first n are returned."""
     rng = random.Random(seed)
-    cache: dict[str, int] = {}
-
-    def count(piece: str) -> int:
-        if piece not in cache:
-            cache[piece] = len(tokenizer.encode(piece, add_special_tokens=False).ids)
-        return cache[piece]
-
     texts = []
     for _ in range(max(n, CORPUS_BASE)):
         target = round(math.exp(rng.gauss(math.log(MEDIAN_TOKENS), SIGMA)))
-        target = min(max(target, MIN_TOKENS), MAX_TOKENS)
-        texts.append(_grow_text(rng, target, count))
+        target = min(max(target, MIN_TOKENS), max_tokens)
+        texts.append(_grow_text(rng, target, counter))
     return texts[:n]
 
 
-def _grow_text(rng: random.Random, target_tokens: int, count) -> str:
-    """Words drawn until their token counts (plus <|endoftext|>) reach `target_tokens`."""
-    chinese = rng.random() < CHINESE_SHARE
+def make_length_corpus(length: int, total_tokens: int, seed: int, counter: TokenCounter) -> list[str]:
+    """About `total_tokens / length` texts of `length` tokens each, from an RNG seeded by both."""
+    rng = random.Random(f"{seed}-{length}")
+    return [fixed_length_text(rng, length, counter) for _ in range(max(1, round(total_tokens / length)))]
+
+
+def _pieces(rng: random.Random, chinese: bool):
+    """Endless words with spaces, capitals and sentence ends, as they are appended to a text."""
     words = CHINESE if chinese else ENGLISH
-    parts: list[str] = []
-    tokens, in_sentence, sentence_len = 1, 0, rng.randint(6, 18)
-    while tokens < target_tokens:
+    first, in_sentence, sentence_len = True, 0, rng.randint(6, 18)
+    while True:
         word = rng.choice(words)
         if not chinese and rng.random() < 0.03:
             word = str(rng.randint(0, 99999))
@@ -115,15 +157,72 @@ def _grow_text(rng: random.Random, target_tokens: int, count) -> str:
         if in_sentence >= sentence_len:
             word += "。" if chinese else "."
             in_sentence, sentence_len = 0, rng.randint(6, 18)
-        piece = word if chinese or not parts else " " + word
-        parts.append(piece)
-        tokens += count(piece)
+        yield word if chinese or first else " " + word
+        first = False
+
+
+def _grow_text(rng: random.Random, target_tokens: int, counter: TokenCounter) -> str:
+    """Words drawn until their token counts (plus <|endoftext|>) reach `target_tokens`."""
+    pieces = _pieces(rng, chinese=rng.random() < CHINESE_SHARE)
+    parts: list[str] = []
+    tokens = 1
+    while tokens < target_tokens:
+        parts.append(next(pieces))
+        tokens += counter.piece(parts[-1])
     return "".join(parts)
+
+
+def fixed_length_text(rng: random.Random, length: int, counter: TokenCounter, tries: int = 200) -> str:
+    """A text of `length` tokens, <|endoftext|> included; shorter only if no word fits the last gap.
+
+    Words are added by their own token counts to a few tokens short of the length, then one at a
+    time with the whole text re-tokenized (words can merge across boundaries, Chinese ones do).
+    """
+    pieces = _pieces(rng, chinese=rng.random() < CHINESE_SHARE)
+    parts: list[str] = []
+    estimate = 1
+    while estimate < length - 4:
+        parts.append(next(pieces))
+        estimate += counter.piece(parts[-1])
+    while parts and counter.text("".join(parts)) > length:
+        parts.pop()
+    for _ in range(tries):
+        if counter.text("".join(parts)) >= length:
+            break
+        parts.append(next(pieces))
+        if counter.text("".join(parts)) > length:
+            parts.pop()
+    return "".join(parts)
+
+
+def latency_query(seed: int, counter: TokenCounter) -> str:
+    """QUERY where the tokenizer makes 16 tokens of it, else a generated 16-token text."""
+    if counter.text(QUERY) == QUERY_TOKENS:
+        return QUERY
+    return fixed_length_text(random.Random(f"{seed}-query"), QUERY_TOKENS, counter)
+
+
+def model_max_tokens(model_dir: Path) -> int:
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("max_position_embeddings", MAX_TOKENS))
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
 # Engines (run in child processes)
 # ---------------------------------------------------------------------------------------------
+# Each loader returns (embed, count_tokens, info): embed(texts) -> (unit vectors, tokens computed,
+# padding included), count_tokens(texts) -> real tokens, info -> what was loaded and how long it took.
 
 
 def rss_now_mb() -> float:
@@ -134,29 +233,33 @@ def rss_now_mb() -> float:
     return float("nan")
 
 
-def run_candle(model_dir: Path, texts: list[str], args) -> tuple[np.ndarray, dict]:
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_candle(model_dir: Path, args, dtype: str):
     import candle_embed as ce
 
     start = time.perf_counter()
     runner = ce.Runner(
-        ce.Which.Embedding(str(model_dir), dtype="f32"),
+        ce.Which.Embedding(str(model_dir), dtype=dtype),
         device="cpu",
         max_batch_tokens=args.max_batch_tokens,
     )
     load_s = time.perf_counter() - start
-    rss_loaded = rss_now_mb()
-    tokens = sum(len(ids) for ids in runner.tokenize(ce.EmbeddingRequest(texts)))
 
-    runner.send_embedding_request(ce.EmbeddingRequest(texts[:WARMUP_INPUTS]))
-    start = time.perf_counter()
-    vectors = runner.send_embedding_request(ce.EmbeddingRequest(texts))
-    seconds = time.perf_counter() - start
-    info = {"load_s": load_s, "rss_after_load_mb": rss_loaded, "tokens": tokens, "seconds": seconds,
-            "max_batch_tokens": args.max_batch_tokens}
-    return np.asarray(vectors, dtype=np.float32), info
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in runner.tokenize(ce.EmbeddingRequest(texts)))
+
+    def embed(texts: list[str]) -> tuple[np.ndarray, int | None]:
+        return np.asarray(runner.send_embedding_request(ce.EmbeddingRequest(texts)), dtype=np.float32), None
+
+    info = {"load_s": load_s, "rss_after_load_mb": rss_now_mb(), "max_batch_tokens": args.max_batch_tokens,
+            "requested_dtype": dtype, "runner_info": {k: str(v) for k, v in dict(runner.info).items()}}
+    return embed, count_tokens, info
 
 
-def run_hf(model_dir: Path, texts: list[str], args, dtype_name: str) -> tuple[np.ndarray, dict]:
+def load_hf(model_dir: Path, args, dtype_name: str):
     import torch
     import torch.nn.functional as F
     import transformers
@@ -169,17 +272,18 @@ def run_hf(model_dir: Path, texts: list[str], args, dtype_name: str) -> tuple[np
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModel.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").eval()
     load_s = time.perf_counter() - start
-    rss_loaded = rss_now_mb()
-    tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"])
 
-    def embed(batch_texts: list[str]) -> tuple[np.ndarray, int]:
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+
+    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
         # sentence-transformers order: longest text (in characters) first.
-        order = sorted(range(len(batch_texts)), key=lambda i: -len(batch_texts[i]))
-        out = np.empty((len(batch_texts), model.config.hidden_size), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
         padded = 0
         for lo in range(0, len(order), args.batch_size):
             idx = order[lo : lo + args.batch_size]
-            enc = tokenizer([batch_texts[i] for i in idx], padding=True, return_tensors="pt")
+            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="pt")
             padded += enc["input_ids"].numel()
             with torch.inference_mode():
                 hidden = model(**enc).last_hidden_state
@@ -188,25 +292,63 @@ def run_hf(model_dir: Path, texts: list[str], args, dtype_name: str) -> tuple[np
             out[idx] = pooled.numpy()
         return out, padded
 
-    embed(texts[:WARMUP_INPUTS])
+    info = {"load_s": load_s, "rss_after_load_mb": rss_now_mb(), "batch_size": args.batch_size,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "torch_dtype": str(dtype).removeprefix("torch.")}
+    return embed, count_tokens, info
+
+
+def load_engine(engine: str, args):
+    family, dtype = engine.split("-", 1)
+    if family == "candle":
+        return load_candle(args.model_dir, args, dtype)
+    return load_hf(args.model_dir, args, dtype)
+
+
+def time_corpus(embed, count_tokens, texts: list[str], warmup: int) -> tuple[np.ndarray, dict]:
+    tokens = count_tokens(texts)
+    embed(texts[:warmup])
     start = time.perf_counter()
-    vectors, padded = embed(texts)
+    vectors, computed = embed(texts)
     seconds = time.perf_counter() - start
-    info = {"load_s": load_s, "rss_after_load_mb": rss_loaded, "tokens": tokens, "seconds": seconds,
-            "padded_tokens": padded, "batch_size": args.batch_size, "torch": torch.__version__,
-            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads()}
-    return vectors, info
+    run = {"inputs": len(texts), "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+           "peak_rss_mb": peak_rss_mb()}
+    if computed is not None:
+        run["padded_tokens"] = computed
+    return vectors, run
+
+
+def time_latency(embed, query: str, reps: int) -> dict:
+    for _ in range(LATENCY_WARMUP):
+        embed([query])
+    ms = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        embed([query])
+        ms.append((time.perf_counter() - start) * 1000)
+    return {"reps": reps, "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "min_ms": float(min(ms)), "mean_ms": float(np.mean(ms))}
 
 
 def child_main(args) -> None:
-    texts = json.loads(Path(args.corpus).read_text(encoding="utf-8"))
-    if args.child == "candle":
-        vectors, info = run_candle(args.model_dir, texts, args)
-    else:
-        vectors, info = run_hf(args.model_dir, texts, args, args.child.removeprefix("hf-"))
-    info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    np.save(args.vectors_out, vectors)
-    Path(args.info_out).write_text(json.dumps(info), encoding="utf-8")
+    """One job for one engine: load it, time each named corpus, then (if asked) the query latency."""
+    job = json.loads(Path(args.job).read_text(encoding="utf-8"))
+    result_dir = Path(args.result_dir)
+    info: dict = {}
+    try:
+        embed, count_tokens, info = load_engine(args.child, args)
+        info["runs"] = {}
+        for name, texts in job["corpora"].items():
+            vectors, info["runs"][name] = time_corpus(embed, count_tokens, texts, job["warmup"])
+            np.save(result_dir / f"{name}.npy", vectors)
+        if job.get("query"):
+            info["latency"] = time_latency(embed, job["query"], job["latency_reps"])
+    except Exception as e:  # noqa: BLE001 - reported to the driver, which carries on with other engines
+        traceback.print_exc()
+        info["error"] = f"{type(e).__name__}: {e}"
+    info["peak_rss_mb"] = peak_rss_mb()
+    (result_dir / "info.json").write_text(json.dumps(info), encoding="utf-8")
+    sys.exit(1 if "error" in info else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,21 +356,26 @@ def child_main(args) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_engine(engine: str, args, corpus_path: Path, workdir: Path) -> tuple[np.ndarray, dict]:
-    vectors_out, info_out = workdir / f"{engine}.npy", workdir / f"{engine}.json"
+def run_job(engine: str, job: dict, args, workdir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Runs `job` in a child process for `engine`: its info (with "error" on failure) and vectors."""
+    job_dir = workdir / f"{engine}-{len(list(workdir.iterdir()))}"
+    job_dir.mkdir()
+    job_path = job_dir / "job.json"
+    job_path.write_text(json.dumps(job, ensure_ascii=False), encoding="utf-8")
     env = dict(os.environ)
     # Both thread pools get the same number of threads: rayon/gemm for candle, OpenMP for torch.
     env.update(RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--corpus", str(corpus_path),
-           "--vectors-out", str(vectors_out), "--info-out", str(info_out), "--model-dir", str(args.model_dir),
-           "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-           "--max-batch-tokens", str(args.max_batch_tokens)]
-    print(f"[{engine}] running ...", file=sys.stderr, flush=True)
-    subprocess.run(cmd, env=env, check=True)
-    info = json.loads(info_out.read_text(encoding="utf-8"))
-    info["tokens_per_s"] = info["tokens"] / info["seconds"]
-    print(f"[{engine}] {info['tokens']} tokens in {info['seconds']:.2f} s", file=sys.stderr, flush=True)
-    return np.load(vectors_out), info
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--job", str(job_path),
+           "--result-dir", str(job_dir), "--model-dir", str(args.model_dir), "--threads", str(args.threads),
+           "--batch-size", str(args.batch_size), "--max-batch-tokens", str(args.max_batch_tokens)]
+    code = subprocess.run(cmd, env=env, check=False).returncode
+    info_path = job_dir / "info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    if code != 0 and "error" not in info:
+        info["error"] = f"child process exited with status {code}"
+    vectors = {name: np.load(job_dir / f"{name}.npy") for name in job["corpora"]
+               if (job_dir / f"{name}.npy").is_file()}
+    return info, vectors
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
@@ -246,80 +393,209 @@ def corpus_stats(lengths: list[int]) -> dict:
             "median": float(np.median(arr)), "p90": float(np.percentile(arr, 90)), "max": int(arr.max())}
 
 
-def print_table(results: dict, stats: dict, args) -> None:
-    print(f"\ncorpus: {stats['inputs']} inputs, {stats['tokens']} tokens (min {stats['min']}, median "
-          f"{stats['median']:.0f}, p90 {stats['p90']:.0f}, max {stats['max']}); threads {args.threads}; "
-          f"load avg {os.getloadavg()[0]:.2f}")
-    header = f"{'engine':<9} {'tokens':>7} {'computed':>9} {'seconds':>8} {'tokens/s':>9} {'load s':>7} " \
-             f"{'RSS load MB':>12} {'peak RSS MB':>12}  vs {REFERENCE}: min cos / max |diff|"
-    print(header)
-    print("-" * len(header))
-    # tokens: real tokens (tokens/s counts these); computed: what the model ran on, padding included.
+def compare(results: dict, vectors: dict[str, np.ndarray], name: str) -> None:
+    """Adds agreement with hf-f32 and hf-bf16 to every other engine that has vectors for `name`."""
+    for base in RATIO_BASES:
+        if base not in vectors:
+            continue
+        for engine, r in results.items():
+            if engine != base and engine in vectors:
+                r["agreement_vs_" + base] = agreement(vectors[engine], vectors[base])
+
+
+def render(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
+    """A table with the engine and note columns left-aligned and the numbers right-aligned."""
+    left = {0} | {i for i, h in enumerate(headers) if h == NOTE_HEADER}
+    if markdown:
+        align = [":---" if i in left else "---:" for i in range(len(headers))]
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), "-" * len(line(headers))] + [line(row) for row in rows])
+
+
+def summary_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    headers = ["engine", "tokens/s", "x hf-bf16", "x hf-f32", "peak RSS MB", "p50 ms (16 tok)", "p90 ms",
+               f"min cos vs {REFERENCE}", "max abs diff", NOTE_HEADER]
+    rows = []
     for engine, r in results.items():
+        if "error" in r:
+            rows.append([engine, "failed"] + ["-"] * (len(headers) - 3) + [r["error"]])
+            continue
+        ratios = [f"{r[f'tokens_per_s_vs_{b}']:.2f}" if f"tokens_per_s_vs_{b}" in r else "-" for b in RATIO_BASES]
+        lat = r.get("latency", {})
         agree = r.get("agreement_vs_" + REFERENCE)
-        agree_text = f"{agree['min_cosine']:.7f} / {agree['max_abs_diff']:.2e}" if agree else "-"
-        computed = r.get("padded_tokens", r["tokens"])
-        print(f"{engine:<9} {r['tokens']:>7} {computed:>9} {r['seconds']:>8.2f} {r['tokens_per_s']:>9.1f} "
-              f"{r['load_s']:>7.1f} {r['rss_after_load_mb']:>12.0f} {r['peak_rss_mb']:>12.0f}  {agree_text}")
-    if "candle" in results and "hf-bf16" in results:
-        a = agreement(results["candle"]["_vectors"], results["hf-bf16"]["_vectors"])
-        print(f"candle vs hf-bf16: min cos {a['min_cosine']:.5f}, max |diff| {a['max_abs_diff']:.2e}")
+        if "runner_info" in r:
+            ri = r["runner_info"]
+            kind = f"{ri.get('dtype', '?')} / {ri.get('kernel', '-')}"
+        else:
+            kind = f"torch {r.get('torch_dtype', '?')}"
+        rows.append([engine, f"{r['tokens_per_s']:.1f}", *ratios, f"{r['peak_rss_mb']:.0f}",
+                     f"{lat['p50_ms']:.1f}" if lat else "-", f"{lat['p90_ms']:.1f}" if lat else "-",
+                     f"{agree['min_cosine']:.7f}" if agree else "-",
+                     f"{agree['max_abs_diff']:.2e}" if agree else "-", kind])
+    return headers, rows
+
+
+def detail_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    # tokens: real tokens (tokens/s counts these); computed: what the model ran on, padding included.
+    headers = ["engine", "tokens", "computed", "seconds", "load s", "RSS load MB", "peak RSS MB"]
+    rows = [[e, str(r["tokens"]), str(r.get("padded_tokens", r["tokens"])), f"{r['seconds']:.2f}",
+             f"{r['load_s']:.1f}", f"{r['rss_after_load_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+            for e, r in results.items() if "error" not in r]
+    return headers, rows
+
+
+def by_length_rows(by_length: dict) -> tuple[list[str], list[list[str]]]:
+    lengths = [str(n) for n in by_length["lengths"]]
+    headers = ["engine"] + [f"L={n} tok/s" for n in lengths]
+    rows = []
+    for engine, per_length in by_length["engines"].items():
+        if "error" in per_length:
+            rows.append([engine] + ["failed"] * len(lengths))
+        else:
+            rows.append([engine] + [f"{per_length[n]['tokens_per_s']:.1f}" if n in per_length else "-"
+                                    for n in lengths])
+    return headers, rows
+
+
+def print_report(report: dict, results: dict) -> None:
+    stats, machine = report["corpus"], report["machine"]
+    print(f"\ncorpus: {stats['inputs']} inputs, {stats['tokens']} tokens (min {stats['min']}, median "
+          f"{stats['median']:.0f}, p90 {stats['p90']:.0f}, max {stats['max']}); {machine['cpu_model']}, "
+          f"{machine['threads']} threads of {machine['cpu_count']} cores; load avg {os.getloadavg()[0]:.2f}")
+    print(f"latency: one {report['latency_query']['tokens']}-token query, p50/p90 of "
+          f"{report['latency_query']['reps']} calls\n")
+    tables = [summary_rows(results)]
+    if "by_length" in report:
+        tables.append(by_length_rows(report["by_length"]))
+    for headers, rows in tables:
+        print(render(headers, rows, markdown=False) + "\n")
+    print(render(*detail_rows(results), markdown=False) + "\n")
+    for engine, r in report.get("by_length", {}).get("engines", {}).items():
+        if "error" in r:
+            print(f"{engine} failed by length: {r['error']}")
+    print("\nmarkdown:\n")
+    for headers, rows in tables:
+        print(render(headers, rows, markdown=True) + "\n")
+
+
+def parse_engines(text: str, parser) -> list[str]:
+    engines = [ALIASES.get(e.strip(), e.strip()) for e in text.split(",") if e.strip()]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        parser.error(f"unknown engines {unknown}; choose from {ENGINES} (or {sorted(ALIASES)})")
+    return list(dict.fromkeys(engines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="candle_embed vs transformers, end to end")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--n-inputs", type=int, default=256)
-    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
+    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                        help=f"comma-separated, from {ENGINES}; 'candle' means candle-f32")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads / RAYON_NUM_THREADS")
     parser.add_argument("--batch-size", type=int, default=32, help="transformers batch size")
     parser.add_argument("--max-batch-tokens", type=int, default=8192, help="candle_embed token budget per pass")
+    parser.add_argument("--latency-reps", type=int, default=30, help="timed calls for the 16-token latency")
+    parser.add_argument("--by-length", default="", help="comma-separated token lengths, e.g. 16,64,256,1024")
+    parser.add_argument("--by-length-tokens", type=int, default=8192, help="about this many tokens per length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    # Internal: one engine in a child process.
+    # Internal: one job for one engine in a child process.
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
-    parser.add_argument("--corpus", help=argparse.SUPPRESS)
-    parser.add_argument("--vectors-out", help=argparse.SUPPRESS)
-    parser.add_argument("--info-out", help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument("--result-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main(args)
         return
 
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = sorted(set(engines) - set(ENGINES))
-    if unknown:
-        parser.error(f"unknown engines {unknown}; choose from {ENGINES}")
+    engines = parse_engines(args.engines, parser)
+    try:
+        lengths = sorted({int(n) for n in args.by_length.split(",") if n.strip()})
+    except ValueError:
+        parser.error(f"--by-length takes comma-separated integers, not {args.by_length!r}")
     if not (args.model_dir / "config.json").is_file():
         parser.error(f"{args.model_dir} has no config.json; run scripts/make_bench_model.py first")
+    max_tokens = model_max_tokens(args.model_dir)
+    too_long = [n for n in lengths if n > max_tokens or n < 2]
+    if too_long:
+        print(f"skipping lengths {too_long}: the model takes 2 to {max_tokens} tokens", file=sys.stderr)
+        lengths = [n for n in lengths if n not in too_long]
 
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(args.model_dir / "tokenizer.json"))
-    texts = make_corpus(args.n_inputs, args.seed, tokenizer)
-    stats = corpus_stats([len(e.ids) for e in tokenizer.encode_batch(texts)])
+    counter = TokenCounter(Tokenizer.from_file(str(args.model_dir / "tokenizer.json")))
+    texts = make_corpus(args.n_inputs, args.seed, counter, min(MAX_TOKENS, max_tokens))
+    query = latency_query(args.seed, counter)
+    length_corpora = {str(n): make_length_corpus(n, args.by_length_tokens, args.seed, counter) for n in lengths}
+
+    report: dict = {
+        "model_dir": str(args.model_dir), "seed": args.seed,
+        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "threads": args.threads},
+        "threads": args.threads, "cpu_count": os.cpu_count(),
+        "corpus": corpus_stats([counter.text(t) for t in texts]),
+        "latency_query": {"text": query, "tokens": counter.text(query), "reps": args.latency_reps},
+    }
+    main_job = {"corpora": {"main": texts}, "warmup": WARMUP_INPUTS, "query": query,
+                "latency_reps": args.latency_reps}
+    length_job = {"corpora": length_corpora, "warmup": 1}
 
     results: dict[str, dict] = {}
+    vectors: dict[str, np.ndarray] = {}
+    by_length: dict[str, dict] = {}
+    length_vectors: dict[str, dict[str, np.ndarray]] = {n: {} for n in length_corpora}
     with tempfile.TemporaryDirectory(prefix="bench_e2e_") as tmp:
         workdir = Path(tmp)
-        corpus_path = workdir / "corpus.json"
-        corpus_path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
         for engine in engines:
-            vectors, info = run_engine(engine, args, corpus_path, workdir)
-            results[engine] = {**info, "_vectors": vectors}
+            print(f"[{engine}] running ...", file=sys.stderr, flush=True)
+            info, out = run_job(engine, main_job, args, workdir)
+            runs = info.pop("runs", {})
+            if "error" in info or "main" not in runs:
+                info.setdefault("error", "no result")
+                results[engine] = {"error": info["error"]}
+                print(f"[{engine}] failed: {info['error']}", file=sys.stderr, flush=True)
+            else:
+                results[engine] = {**info, **runs["main"]}  # the main run's peak RSS, not the latency loop's
+                vectors[engine] = out["main"]
+                print(f"[{engine}] {runs['main']['tokens']} tokens in {runs['main']['seconds']:.2f} s",
+                      file=sys.stderr, flush=True)
+            if length_corpora:
+                print(f"[{engine}] by length {lengths} ...", file=sys.stderr, flush=True)
+                info, out = run_job(engine, length_job, args, workdir)
+                if "error" in info:
+                    by_length[engine] = {"error": info["error"]}
+                else:
+                    by_length[engine] = info["runs"]
+                for n, v in out.items():
+                    length_vectors[n][engine] = v
 
-    if REFERENCE in results:
-        for engine, r in results.items():
-            if engine != REFERENCE:
-                r["agreement_vs_" + REFERENCE] = agreement(r["_vectors"], results[REFERENCE]["_vectors"])
-    print_table(results, stats, args)
+    for base in RATIO_BASES:
+        if base in results and "error" not in results[base]:
+            for r in results.values():
+                if "error" not in r:
+                    r[f"tokens_per_s_vs_{base}"] = r["tokens_per_s"] / results[base]["tokens_per_s"]
+    compare(results, vectors, "main")
+    for n, per_engine in length_vectors.items():
+        compare({e: by_length[e][n] for e in per_engine if n in by_length[e]}, per_engine, n)
 
-    report = {"model_dir": str(args.model_dir), "threads": args.threads, "cpu_count": os.cpu_count(),
-              "corpus": stats, "seed": args.seed,
-              "engines": {e: {k: v for k, v in r.items() if not k.startswith("_")} for e, r in results.items()}}
+    report["engines"] = results
+    if length_corpora:
+        report["by_length"] = {
+            "lengths": lengths, "target_tokens": args.by_length_tokens,
+            "corpora": {n: corpus_stats([counter.text(t) for t in c]) for n, c in length_corpora.items()},
+            "engines": by_length,
+        }
+    print_report(report, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.out}")
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -122,11 +122,11 @@ def test_embeddings_match_reference(runners, dtype, model, case, request):
     # unit vectors move by ~1e-3 from the f32 reference. The yardstick is transformers' own bf16
     # run of the same model (`embeddings_bf16`): over these fixtures it is a median 4.0e-3 to
     # 5.3e-3 per model from the f32 reference, at most 3.3e-2. We round only matmul inputs (the
-    # residual stream, norms, RoPE and softmax stay f32) and measure a median 1.8e-3 to 3.2e-3, at
-    # most 1.75e-2. So each case must be at least as close as transformers' bf16, except that
+    # residual stream, norms, RoPE and softmax stay f32) and measure a median 2.2e-3 to 3.2e-3, at
+    # most 2.0e-2. So each case must be at least as close as transformers' bf16, except that
     # where transformers happens to land within BF16_FLOOR (1e-2, 3× our median) we only ask to
     # stay within that too: on one case in 51 its rounding errors cancel better than ours (ratio
-    # 1.17, both under 1e-2). The model-wide mean is compared without slack in the next test.
+    # 1.16, both under 1e-2). The model-wide mean is compared without slack in the next test.
     hf = float(np.max(np.abs(np.asarray(case["embeddings_bf16"], dtype=np.float32) - want)))
     request.node.user_properties.append(("transformers_bf16_max_abs_diff", hf))
     assert max_diff <= max(hf, BF16_FLOOR), f"max |diff| = {max_diff:.3e}, transformers bf16: {hf:.3e}"

@@ -13,9 +13,9 @@
 //! `scale·log2 e·q·k`), and the output is rounded to bf16 once at the end. [`Isa::Reference`] is
 //! portable scalar code; [`Isa::Avx512Bf16`] does the same operations in the same order with
 //! `vdpbf16ps` (bit for bit equal); [`Isa::Amx`] computes the two products with tiles, which sum
-//! a 32-wide dot product in their own order. A row's result depends only on its own sequence
-//! (blocks start at the sequence's first token, and no reduction crosses rows), so a text gets
-//! the same bits whatever it is packed with.
+//! a 32-wide dot product in their own order, and takes its softmax steps 64 keys at a time. A
+//! row's result depends only on its own sequence (blocks start at the sequence's first token,
+//! and no reduction crosses rows), so a text gets the same bits whatever it is packed with.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -161,6 +161,7 @@ enum Choice {
     Reference,
 }
 
+/// [`causal_attention`] on the chosen kernel.
 fn attend(
     choice: Choice,
     heads: Heads,
@@ -518,7 +519,7 @@ impl Job<'_> {
     /// sequence's end are zero rows whose results are dropped; they see the keys of its last
     /// position.
     fn attend_task<K: Kernel>(&self, kernel: &mut K, task: &mut Task<'_>, state: &mut State) {
-        let Heads { q, kv, dim } = self.heads;
+        let Heads { q, kv, .. } = self.heads;
         let (group, dp) = (q / kv, self.packed.dp);
         let seq_len = self.sequences[task.seq].len();
         let n = task.out.len();
@@ -531,10 +532,11 @@ impl Job<'_> {
         state.m.clear();
         state.m.resize(rows, f32::NEG_INFINITY);
         let mut valid = [0usize; MAX_ROWS];
-        for b in 0..task.block + blocks {
+        // Key blocks go K::BLOCKS at a time from the sequence start (so a row's steps do not
+        // depend on the task it is in); a query block takes the ones up to its own.
+        for b in (0..task.block + blocks).step_by(K::BLOCKS) {
             let first_key = b * KEYS;
-            let keys = (seq_len - first_key).min(KEYS);
-            let (_, k, v) = self.packed.block(task.seq, b, task.head);
+            let (k, v) = self.key_blocks::<K>(task, b);
             // Query blocks before key block b see none of it.
             for qb in b.saturating_sub(task.block)..blocks {
                 let (queries, _, _) = self.packed.block(task.seq, task.block + qb, task.head);
@@ -543,7 +545,7 @@ impl Job<'_> {
                     for i in (0..in_block).step_by(K::ROWS) {
                         for (j, valid) in valid[..K::ROWS].iter_mut().enumerate() {
                             let position = first + qb * KEYS + (i + j).min(in_block - 1);
-                            *valid = (position + 1 - first_key).min(keys);
+                            *valid = (position + 1 - first_key).min(seq_len - first_key);
                         }
                         let r = (qb * group + t) * KEYS + i;
                         let mut pass = Pass {
@@ -554,6 +556,7 @@ impl Job<'_> {
                             l: &mut state.l[r * LANES..(r + K::ROWS) * LANES],
                             valid: &valid[..K::ROWS],
                             first: b == 0,
+                            blocks: K::BLOCKS.min(task.block + qb + 1 - b),
                             k,
                             v,
                             dp,
@@ -564,7 +567,23 @@ impl Job<'_> {
                 }
             }
         }
+        self.write_out(kernel, task, state);
+    }
 
+    /// K and V of key blocks `b..b + K::BLOCKS` of the task's head (empty past the sequence).
+    fn key_blocks<K: Kernel>(&self, task: &Task<'_>, b: usize) -> ([&[u32]; 2], [&[u32]; 2]) {
+        let blocks = self.sequences[task.seq].len().div_ceil(KEYS);
+        let (mut k, mut v) = ([&[][..]; 2], [&[][..]; 2]);
+        for i in 0..K::BLOCKS.min(blocks - b) {
+            (_, k[i], v[i]) = self.packed.block(task.seq, b + i, task.head);
+        }
+        (k, v)
+    }
+
+    /// Divides each row by its probability sum and rounds it into the task's output columns.
+    fn write_out<K: Kernel>(&self, kernel: &K, task: &mut Task<'_>, state: &State) {
+        let Heads { q, kv, dim } = self.heads;
+        let (group, dp) = (q / kv, self.packed.dp);
         for (p, dst) in task.out.iter_mut().enumerate() {
             let (qb, i) = (p / KEYS, p % KEYS);
             for (t, dst) in dst.chunks_exact_mut(dim).enumerate() {
@@ -576,9 +595,10 @@ impl Job<'_> {
     }
 }
 
-/// A kernel: `ROWS` query rows against one key block per pass.
+/// A kernel: `ROWS` query rows against up to `BLOCKS` key blocks per pass.
 trait Kernel {
     const ROWS: usize;
+    const BLOCKS: usize = 1;
     fn pass(&mut self, pass: &mut Pass<'_>);
 
     /// `dst = bf16(o · inv)`: a finished output row.
@@ -589,7 +609,8 @@ trait Kernel {
     }
 }
 
-/// One kernel step: a few query rows against one key block, updating their running state.
+/// One kernel step: a few query rows against one or two key blocks, updating their running
+/// state.
 struct Pass<'a> {
     /// `rows` bf16 queries of `dp`, `q_stride` apart.
     q: &'a [bf16],
@@ -600,14 +621,16 @@ struct Pass<'a> {
     m: &'a mut [f32],
     /// `rows × 16` running sums of the rounded probabilities, key `j` in lane `j % 16`.
     l: &'a mut [f32],
-    /// Keys of the block each row may see (causal mask and sequence end): a prefix.
+    /// Keys of the blocks each row may see (causal mask and sequence end): a prefix, possibly
+    /// beyond the blocks of the pass.
     valid: &'a [usize],
     /// The sequence's first key block: the state is to be set, not updated (its contents are
     /// left from earlier tasks).
     first: bool,
-    /// The packed K and V block (see [`Packed`]).
-    k: &'a [u32],
-    v: &'a [u32],
+    /// Key blocks in this pass (1, or 2 for AMX), and their packed K and V (see [`Packed`]).
+    blocks: usize,
+    k: [&'a [u32]; 2],
+    v: [&'a [u32]; 2],
     dp: usize,
     c: f32,
 }
@@ -620,8 +643,10 @@ impl Pass<'_> {
         assert!(self.q_stride >= dp && self.q.len() >= (rows - 1) * self.q_stride + dp);
         assert!(self.o.len() == rows * dp);
         assert!(self.m.len() == rows && self.l.len() == rows * LANES);
-        assert!(self.valid.len() == rows && self.valid.iter().all(|&v| v <= KEYS));
-        assert!(self.k.len() == KEYS * dp / 2 && self.v.len() == KEYS * dp / 2);
+        assert!(self.valid.len() == rows && (1..=2).contains(&self.blocks));
+        for (k, v) in self.k.iter().zip(&self.v).take(self.blocks) {
+            assert!(k.len() == KEYS * dp / 2 && v.len() == KEYS * dp / 2);
+        }
     }
 }
 
@@ -672,7 +697,7 @@ impl Kernel for Reference {
             for (key, score) in scores.iter_mut().enumerate().take(valid) {
                 let mut s = 0f32;
                 for p in 0..dp / 2 {
-                    let (even, odd) = unpair(pass.k[p * KEYS + key]);
+                    let (even, odd) = unpair(pass.k[0][p * KEYS + key]);
                     s += q[2 * p + 1].to_f32() * odd;
                     s += q[2 * p].to_f32() * even;
                 }
@@ -699,7 +724,7 @@ impl Kernel for Reference {
             for (d, o) in o.iter_mut().enumerate() {
                 let mut acc = if pass.first { 0.0 } else { *o * alpha };
                 for j in 0..KEYS / 2 {
-                    let (even, odd) = unpair(pass.v[j * dp + d]);
+                    let (even, odd) = unpair(pass.v[0][j * dp + d]);
                     acc += p[2 * j + 1] * odd;
                     acc += p[2 * j] * even;
                 }
@@ -710,492 +735,7 @@ impl Kernel for Reference {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vector {
-    //! The x86 kernels, and the AVX512 versions of packing and finishing rows.
-    //!
-    //! [`Avx512`]: 8 rows × 32 keys of scores in 16 registers (`vdpbf16ps` of a broadcast query
-    //! pair against a K pair register), then P·V as 8 rows × 32 dimensions of accumulators.
-    //! [`AmxPasses`]: 32 rows × 32 keys of scores in four tiles, then P·V tile by tile into the
-    //! output rows. Both share the softmax step on scores in memory, two registers (32 keys) a
-    //! row, writing the rounded probabilities row-major: a row's key pair is one 32-bit word,
-    //! ready to broadcast or to load as an AMX A tile.
-
-    use std::arch::x86_64::{
-        __m256bh, __m256i, __m512, __m512bh, __m512i, _mm256_loadu_si256, _mm256_storeu_si256,
-        _mm512_add_ps, _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_cvtpbh_ps,
-        _mm512_dpbf16_ps, _mm512_fmadd_ps, _mm512_fmsub_ps, _mm512_loadu_ps, _mm512_loadu_si512,
-        _mm512_mask_mov_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps,
-        _mm512_max_ps, _mm512_mul_ps, _mm512_or_si512, _mm512_reduce_max_ps, _mm512_roundscale_ps,
-        _mm512_scalef_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
-        _mm512_setzero_si512, _mm512_shuffle_i32x4, _mm512_slli_epi32, _mm512_storeu_ps,
-        _mm512_storeu_si512, _mm512_sub_ps, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64,
-        _mm512_unpacklo_epi32, _mm512_unpacklo_epi64,
-    };
-
-    use half::bf16;
-
-    use super::{Kernel, Pass, EXP2_MIN, EXP2_POLY, KEYS, LANES};
-    use crate::tiles::Tiles;
-
-    /// The AVX512-BF16 kernel; only made where the CPU has it.
-    pub(super) struct Avx512(());
-
-    impl Avx512 {
-        /// # Safety
-        /// The CPU has AVX512F, AVX512BW and AVX512-BF16.
-        pub(super) unsafe fn new() -> Self {
-            Self(())
-        }
-    }
-
-    const ROWS: usize = 8;
-
-    impl Kernel for Avx512 {
-        const ROWS: usize = ROWS;
-
-        fn pass(&mut self, pass: &mut Pass<'_>) {
-            pass.check(ROWS);
-            // SAFETY: construction vouched for the CPU; the pass was checked.
-            unsafe { avx512_pass(pass) }
-        }
-
-        fn finish(&self, o: &[f32], inv: f32, dst: &mut [bf16]) {
-            // SAFETY: construction vouched for the CPU.
-            unsafe { finish(o, inv, dst) }
-        }
-    }
-
-    /// # Safety
-    /// The CPU has AVX512F/BW/BF16; `pass` passed [`Pass::check`] for 8 rows.
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    unsafe fn avx512_pass(pass: &mut Pass<'_>) {
-        let (q, k, dp) = (pass.q.as_ptr(), pass.k.as_ptr(), pass.dp);
-        let mut s = [[_mm512_setzero_ps(); 2]; ROWS];
-        for pair in 0..dp / 2 {
-            // SAFETY: pair < dp/2, so both 64-byte halves of the pair's K row and every query
-            // pair read lie inside the checked blocks.
-            unsafe {
-                let k0 = as_bh(_mm512_loadu_si512(k.add(pair * KEYS).cast()));
-                let k1 = as_bh(_mm512_loadu_si512(k.add(pair * KEYS + 16).cast()));
-                for (r, s) in s.iter_mut().enumerate() {
-                    let qp = broadcast_pair(q.add(r * pass.q_stride + 2 * pair));
-                    s[0] = _mm512_dpbf16_ps(s[0], qp, k0);
-                    s[1] = _mm512_dpbf16_ps(s[1], qp, k1);
-                }
-            }
-        }
-        // Through memory, so that the softmax handles rows the same way for both kernels.
-        let mut scores = [0f32; ROWS * KEYS];
-        for (r, s) in s.iter().enumerate() {
-            // SAFETY: row r's 32 scores lie inside `scores`.
-            unsafe {
-                _mm512_storeu_ps(scores.as_mut_ptr().add(r * KEYS), s[0]);
-                _mm512_storeu_ps(scores.as_mut_ptr().add(r * KEYS + 16), s[1]);
-            }
-        }
-        let mut probs = [bf16::ZERO; ROWS * KEYS];
-        let mut alpha = [0f32; ROWS];
-        softmax(pass, &scores, &mut probs, &mut alpha);
-        let chunks = dp / 16;
-        for chunk in (0..chunks).step_by(2) {
-            // SAFETY: dp is a multiple of 32, so chunk + 2 ≤ chunks.
-            unsafe { accumulate(pass, &probs, &alpha, chunk) };
-        }
-    }
-
-    /// `o = o·alpha + P·V` for two 16-dimension chunks from `chunk`: 8 × 2 accumulators.
-    ///
-    /// # Safety
-    /// As [`avx512_pass`], and `chunk + 2 ≤ dp / 16`.
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    unsafe fn accumulate(
-        pass: &mut Pass<'_>,
-        probs: &[bf16; ROWS * KEYS],
-        alpha: &[f32; ROWS],
-        chunk: usize,
-    ) {
-        let dp = pass.dp;
-        let (o, v, p) = (pass.o.as_mut_ptr(), pass.v.as_ptr(), probs.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
-        // SAFETY: rows < 8, chunks chunk and chunk + 1 < dp/16 and key pairs < 16 index inside
-        // o (8 × dp f32), v (16 × dp words) and probs (8 × 32 bf16).
-        unsafe {
-            if !pass.first {
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(alpha[r]);
-                    let row = o.add(r * dp + chunk * 16);
-                    acc[0] = _mm512_mul_ps(_mm512_loadu_ps(row), a);
-                    acc[1] = _mm512_mul_ps(_mm512_loadu_ps(row.add(16)), a);
-                }
-            }
-            for pair in 0..KEYS / 2 {
-                let at = v.add(pair * dp + chunk * 16);
-                let v0 = as_bh(_mm512_loadu_si512(at.cast()));
-                let v1 = as_bh(_mm512_loadu_si512(at.add(16).cast()));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let pp = broadcast_pair(p.add(r * KEYS + 2 * pair));
-                    acc[0] = _mm512_dpbf16_ps(acc[0], pp, v0);
-                    acc[1] = _mm512_dpbf16_ps(acc[1], pp, v1);
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                let row = o.add(r * dp + chunk * 16);
-                _mm512_storeu_ps(row, acc[0]);
-                _mm512_storeu_ps(row.add(16), acc[1]);
-            }
-        }
-    }
-
-    /// The AMX kernel over a tile implementation (the hardware, or the model in tests).
-    pub(super) struct AmxPasses<T: Tiles>(T);
-
-    impl<T: Tiles> AmxPasses<T> {
-        /// # Safety
-        /// The CPU has AVX512F, AVX512BW and AVX512-BF16 (the softmax), and `tiles` can run.
-        pub(super) unsafe fn new(mut tiles: T) -> Self {
-            tiles.configure();
-            Self(tiles)
-        }
-    }
-
-    const AMX_ROWS: usize = 32;
-
-    impl<T: Tiles> Kernel for AmxPasses<T> {
-        const ROWS: usize = AMX_ROWS;
-
-        fn pass(&mut self, pass: &mut Pass<'_>) {
-            pass.check(AMX_ROWS);
-            // SAFETY: construction vouched for the CPU and configured the tiles; the pass was
-            // checked.
-            unsafe { amx_pass(&mut self.0, pass) }
-        }
-
-        fn finish(&self, o: &[f32], inv: f32, dst: &mut [bf16]) {
-            // SAFETY: construction vouched for the CPU.
-            unsafe { finish(o, inv, dst) }
-        }
-    }
-
-    /// [`Kernel::finish`], 16 values at a time (`vcvtneps2bf16` rounds to nearest even, as
-    /// `bf16::from_f32` does).
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    fn finish(o: &[f32], inv: f32, dst: &mut [bf16]) {
-        let n = o.len().min(dst.len());
-        let whole = n / 16 * 16;
-        let inv_v = _mm512_set1_ps(inv);
-        for d in (0..whole).step_by(16) {
-            // SAFETY: d + 16 ≤ n, inside both slices.
-            unsafe {
-                let scaled = _mm512_mul_ps(_mm512_loadu_ps(o.as_ptr().add(d)), inv_v);
-                let rounded = _mm512_cvtneps_pbh(scaled);
-                _mm256_storeu_si256(
-                    dst.as_mut_ptr().add(d).cast(),
-                    std::mem::transmute::<__m256bh, __m256i>(rounded),
-                );
-            }
-        }
-        for d in whole..n {
-            dst[d] = bf16::from_f32(o[d] * inv);
-        }
-    }
-
-    /// Tiles: 0–3 the 2×2 16×16 f32 blocks of scores (then of output), 4–5 the two 16-row
-    /// halves of Q (then of P), 6–7 two 16-column B tiles of K (then of V).
-    ///
-    /// # Safety
-    /// The CPU has AVX512F/BW/BF16; `tiles` is configured; `pass` passed [`Pass::check`] for
-    /// 32 rows.
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    unsafe fn amx_pass<T: Tiles>(tiles: &mut T, pass: &mut Pass<'_>) {
-        const HALF: usize = 16;
-        let dp = pass.dp;
-        let mut scores = [0f32; AMX_ROWS * KEYS];
-        let sc = scores.as_mut_ptr();
-        // SAFETY: every tile access (here and in the P·V block below) is 16 rows of 64 bytes inside a checked
-        // buffer: Q rows 0..32 × dims 32t..32t+32, q_stride·2 bytes apart; K pairs
-        // 16t..16t+16 × 16 keys, 128 bytes apart; the 32×32 score and probability scratch;
-        // output rows 0..32 × 16 dimensions, dp·4 bytes apart; V key pairs 0..16 × 16
-        // dimensions, dp·4 bytes apart.
-        unsafe {
-            let (q, k) = (pass.q.as_ptr(), pass.k.as_ptr());
-            tiles.zero::<0>();
-            tiles.zero::<1>();
-            tiles.zero::<2>();
-            tiles.zero::<3>();
-            for t in 0..dp / 32 {
-                tiles.load::<4>(q.add(32 * t).cast(), pass.q_stride * 2);
-                tiles.load::<5>(
-                    q.add(HALF * pass.q_stride + 32 * t).cast(),
-                    pass.q_stride * 2,
-                );
-                let kt = k.add(t * HALF * KEYS);
-                tiles.load::<6>(kt.cast(), 4 * KEYS);
-                tiles.load::<7>(kt.add(HALF).cast(), 4 * KEYS);
-                tiles.dot::<0, 4, 6>();
-                tiles.dot::<1, 4, 7>();
-                tiles.dot::<2, 5, 6>();
-                tiles.dot::<3, 5, 7>();
-            }
-            tiles.store::<0>(sc.cast(), 4 * KEYS);
-            tiles.store::<1>(sc.add(HALF).cast(), 4 * KEYS);
-            tiles.store::<2>(sc.add(HALF * KEYS).cast(), 4 * KEYS);
-            tiles.store::<3>(sc.add(HALF * KEYS + HALF).cast(), 4 * KEYS);
-        }
-
-        let mut probs = [bf16::ZERO; AMX_ROWS * KEYS];
-        let mut alpha = [0f32; AMX_ROWS];
-        softmax(pass, &scores, &mut probs, &mut alpha);
-        for (r, &alpha) in alpha.iter().enumerate() {
-            // Once a row's maximum settles, alpha is exactly 1 (never more): skip the no-op
-            // rescale.
-            if alpha < 1.0 && !pass.first {
-                let a = _mm512_set1_ps(alpha);
-                // SAFETY: row r's dp outputs lie inside the checked `o`.
-                unsafe {
-                    let o = pass.o.as_mut_ptr().add(r * dp);
-                    for d in (0..dp).step_by(16) {
-                        _mm512_storeu_ps(o.add(d), _mm512_mul_ps(_mm512_loadu_ps(o.add(d)), a));
-                    }
-                }
-            }
-        }
-
-        let chunks = dp / 16;
-        // SAFETY: as for the score tiles above.
-        unsafe {
-            let (o, v, p) = (pass.o.as_mut_ptr(), pass.v.as_ptr(), probs.as_ptr());
-            tiles.load::<4>(p.cast(), 2 * KEYS);
-            tiles.load::<5>(p.add(HALF * KEYS).cast(), 2 * KEYS);
-            for chunk in (0..chunks).step_by(2) {
-                let (lo, hi) = (o.add(chunk * 16), o.add(HALF * dp + chunk * 16));
-                if pass.first {
-                    tiles.zero::<0>();
-                    tiles.zero::<1>();
-                    tiles.zero::<2>();
-                    tiles.zero::<3>();
-                } else {
-                    tiles.load::<0>(lo.cast(), dp * 4);
-                    tiles.load::<1>(lo.add(16).cast(), dp * 4);
-                    tiles.load::<2>(hi.cast(), dp * 4);
-                    tiles.load::<3>(hi.add(16).cast(), dp * 4);
-                }
-                tiles.load::<6>(v.add(chunk * 16).cast(), dp * 4);
-                tiles.load::<7>(v.add(chunk * 16 + 16).cast(), dp * 4);
-                tiles.dot::<0, 4, 6>();
-                tiles.dot::<1, 4, 7>();
-                tiles.dot::<2, 5, 6>();
-                tiles.dot::<3, 5, 7>();
-                tiles.store::<0>(lo.cast(), dp * 4);
-                tiles.store::<1>(lo.add(16).cast(), dp * 4);
-                tiles.store::<2>(hi.cast(), dp * 4);
-                tiles.store::<3>(hi.add(16).cast(), dp * 4);
-            }
-        }
-    }
-
-    /// The online-softmax step for the pass's rows from their raw scores (`rows × 32`, row
-    /// major): updates the maxima and the lane sums, stores the rounded probabilities (same
-    /// layout, bf16) and each row's rescale factor. Each phase is a loop over rows with no
-    /// dependence between iterations, so the out-of-order core overlaps the rows' latency
-    /// chains (horizontal maximum, exp2).
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
-    fn softmax(pass: &mut Pass<'_>, scores: &[f32], probs: &mut [bf16], alpha: &mut [f32]) {
-        let rows = pass.m.len();
-        assert!(scores.len() == rows * KEYS && probs.len() == rows * KEYS);
-        assert!(alpha.len() == rows && rows.is_multiple_of(8) && rows <= AMX_ROWS);
-        let c = _mm512_set1_ps(pass.c);
-        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-        let mut masks = [[0u16; 2]; AMX_ROWS];
-        for (mask, &valid) in masks.iter_mut().zip(pass.valid) {
-            *mask = key_masks(valid);
-        }
-        let load = |r: usize, half: usize| {
-            // SAFETY: r < rows and half < 2 keep the 16 floats inside `scores` (asserted).
-            unsafe { _mm512_loadu_ps(scores.as_ptr().add(r * KEYS + half * 16)) }
-        };
-        for group in (0..rows).step_by(16) {
-            let n = (rows - group).min(16);
-            let lanes = if n == 16 { u16::MAX } else { (1u16 << n) - 1 };
-            let mut top = [f32::NEG_INFINITY; 16];
-            for i in 0..n {
-                let (r, mask) = (group + i, masks[group + i]);
-                let both = _mm512_max_ps(
-                    _mm512_mask_mov_ps(ninf, mask[0], load(r, 0)),
-                    _mm512_mask_mov_ps(ninf, mask[1], load(r, 1)),
-                );
-                top[i] = _mm512_reduce_max_ps(both);
-            }
-            let mut new_m = [0f32; 16];
-            // SAFETY: the masks keep to the group's n rows of `m` and `alpha`; the arrays hold 16.
-            unsafe {
-                let old = _mm512_maskz_loadu_ps(lanes, pass.m.as_ptr().add(group));
-                // c > 0, so the largest scaled score is the largest score, scaled.
-                let new = _mm512_max_ps(old, _mm512_mul_ps(_mm512_loadu_ps(top.as_ptr()), c));
-                _mm512_storeu_ps(new_m.as_mut_ptr(), new);
-                _mm512_mask_storeu_ps(pass.m.as_mut_ptr().add(group), lanes, new);
-                let factor = exp2(_mm512_sub_ps(old, new));
-                _mm512_mask_storeu_ps(alpha.as_mut_ptr().add(group), lanes, factor);
-            }
-            for i in 0..n {
-                let (r, mask) = (group + i, masks[group + i]);
-                let m = _mm512_set1_ps(new_m[i]);
-                let mut sum = _mm512_setzero_ps();
-                for half in 0..2 {
-                    let e = exp2(_mm512_fmsub_ps(load(r, half), c, m));
-                    let rounded = _mm512_cvtneps_pbh(_mm512_maskz_mov_ps(mask[half], e));
-                    sum = _mm512_add_ps(sum, _mm512_cvtpbh_ps(rounded));
-                    // SAFETY: 16 bf16 at r·32 + half·16 lie inside `probs` (asserted).
-                    unsafe {
-                        _mm256_storeu_si256(
-                            probs.as_mut_ptr().add(r * KEYS + half * 16).cast(),
-                            std::mem::transmute::<__m256bh, __m256i>(rounded),
-                        );
-                    }
-                }
-                let l = &mut pass.l[r * LANES..(r + 1) * LANES];
-                // SAFETY: `l` is 16 f32.
-                unsafe {
-                    let updated = if pass.first {
-                        sum
-                    } else {
-                        let a = _mm512_set1_ps(alpha[r]);
-                        _mm512_fmadd_ps(_mm512_loadu_ps(l.as_ptr()), a, sum)
-                    };
-                    _mm512_storeu_ps(l.as_mut_ptr(), updated);
-                }
-            }
-        }
-    }
-
-    /// Lane masks of the first `valid` keys, for keys 0–15 and 16–31.
-    fn key_masks(valid: usize) -> [u16; 2] {
-        let bits = if valid >= KEYS {
-            u32::MAX
-        } else {
-            (1u32 << valid) - 1
-        };
-        [bits as u16, (bits >> 16) as u16]
-    }
-
-    /// [`super::KvRows::pack`] in registers: K by 16×16 transposes of 32-bit pairs, V by
-    /// widening and merging two keys' rows.
-    ///
-    /// # Safety
-    /// The CPU has AVX512F/BW; `k_rows` and `v_rows` hold 32 rows of `stride` bf16, `stride` is
-    /// a multiple of `dp`, and `k`, `v` hold `stride / dp` blocks of `16 · dp` words.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn pack(
-        k_rows: &[bf16],
-        v_rows: &[bf16],
-        stride: usize,
-        dp: usize,
-        k: &mut [u32],
-        v: &mut [u32],
-    ) {
-        let len = KEYS * dp / 2;
-        for (h, k) in k.chunks_exact_mut(len).enumerate() {
-            for half in 0..2 {
-                for p0 in (0..dp / 2).step_by(16) {
-                    // SAFETY: rows 16·half..16·half + 16 and pairs p0..p0 + 16 of head h lie
-                    // inside `k_rows`; the stores go to pairs p0..p0 + 16, keys of `half`.
-                    unsafe {
-                        let rows: [__m512i; 16] = std::array::from_fn(|i| {
-                            let at = (16 * half + i) * stride + h * dp + 2 * p0;
-                            _mm512_loadu_si512(k_rows.as_ptr().add(at).cast())
-                        });
-                        for (j, column) in transpose(&rows).iter().enumerate() {
-                            let at = (p0 + j) * KEYS + 16 * half;
-                            _mm512_storeu_si512(k.as_mut_ptr().add(at).cast(), *column);
-                        }
-                    }
-                }
-            }
-        }
-        for (h, v) in v.chunks_exact_mut(len).enumerate() {
-            for j in 0..KEYS / 2 {
-                for d in (0..dp).step_by(16) {
-                    // SAFETY: keys 2j, 2j + 1 and dimensions d..d + 16 of head h lie inside
-                    // `v_rows`; the store goes to pair j's dimensions d..d + 16.
-                    unsafe {
-                        let even = v_rows.as_ptr().add(2 * j * stride + h * dp + d);
-                        let odd = even.add(stride);
-                        let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(even.cast()));
-                        let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(odd.cast()));
-                        let words = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
-                        _mm512_storeu_si512(v.as_mut_ptr().add(j * dp + d).cast(), words);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Transposes 16 rows of 16 words: unpack pairs and quads within 128-bit lanes, then
-    /// regroup the lanes (the classic four-stage network, 64 shuffles).
-    #[target_feature(enable = "avx512f")]
-    fn transpose(r: &[__m512i; 16]) -> [__m512i; 16] {
-        let mut t = [_mm512_setzero_si512(); 16];
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-        }
-        // u[4i + k], lane L: rows 4i..4i + 4 of column 4L + k.
-        let mut u = [_mm512_setzero_si512(); 16];
-        for i in 0..4 {
-            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-        }
-        let mut out = [_mm512_setzero_si512(); 16];
-        for k in 0..4 {
-            let (x, y) = (
-                _mm512_shuffle_i32x4::<0x44>(u[k], u[4 + k]),
-                _mm512_shuffle_i32x4::<0xEE>(u[k], u[4 + k]),
-            );
-            let (x2, y2) = (
-                _mm512_shuffle_i32x4::<0x44>(u[8 + k], u[12 + k]),
-                _mm512_shuffle_i32x4::<0xEE>(u[8 + k], u[12 + k]),
-            );
-            out[k] = _mm512_shuffle_i32x4::<0x88>(x, x2);
-            out[4 + k] = _mm512_shuffle_i32x4::<0xDD>(x, x2);
-            out[8 + k] = _mm512_shuffle_i32x4::<0x88>(y, y2);
-            out[12 + k] = _mm512_shuffle_i32x4::<0xDD>(y, y2);
-        }
-        out
-    }
-
-    /// Vector twin of [`super::exp2`].
-    #[target_feature(enable = "avx512f")]
-    fn exp2(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(EXP2_MIN));
-        // Round to nearest even, exceptions suppressed.
-        let n = _mm512_roundscale_ps::<0x08>(x);
-        let f = _mm512_sub_ps(x, n);
-        let mut poly = _mm512_set1_ps(EXP2_POLY[6]);
-        for &c in EXP2_POLY[..6].iter().rev() {
-            poly = _mm512_fmadd_ps(poly, f, _mm512_set1_ps(c));
-        }
-        _mm512_scalef_ps(poly, n)
-    }
-
-    /// Two consecutive bf16 at `at`, repeated in all 16 lanes.
-    ///
-    /// # Safety
-    /// Four bytes at `at` are readable.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn broadcast_pair(at: *const bf16) -> __m512bh {
-        // SAFETY: the caller vouches for the four bytes.
-        as_bh(_mm512_set1_epi32(unsafe {
-            at.cast::<i32>().read_unaligned()
-        }))
-    }
-
-    #[inline(always)]
-    fn as_bh(v: __m512i) -> __m512bh {
-        // SAFETY: both are 512-bit plain-data vectors; bf16 pairs are reinterpreted, not converted.
-        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
-    }
-}
+mod vector;
 
 #[cfg(test)]
 mod tests {
@@ -1337,9 +877,10 @@ mod tests {
 
     /// The AVX512-BF16 kernel does the reference's operations in the same order (products of
     /// bf16 are exact in f32, `vdpbf16ps` adds the odd product then the even one, the exp2
-    /// polynomial is the same fused chain), so the two agree bit for bit. Tiles sum a 32-wide
-    /// dot product in their own order: scores then differ by f32 rounding (~1e-7 relative),
-    /// which now and then moves a probability or an output across a bf16 rounding boundary.
+    /// polynomial is the same fused chain), so the two agree bit for bit. The AMX kernel sums a
+    /// 32-wide dot product in the tiles' own order and takes its softmax steps 64 keys at a
+    /// time, so its probabilities are rounded relative to other maxima: a probability can
+    /// differ by a bf16 step (2^-9 relative) and an output by a bf16 step or two.
     #[test]
     fn kernels_agree() {
         for heads in SHAPES {
@@ -1358,9 +899,9 @@ mod tests {
                     .map(|(a, b)| (a.to_f32() - b.to_f32()).abs())
                     .fold(0f32, f32::max);
                 // |v| < 1, so outputs are below 1 and one bf16 step there is 2^-8 at most;
-                // measured worst 2^-10. A wrong index or mask would be off by far more.
+                // measured worst 2^-8. A wrong index or mask would be off by far more.
                 eprintln!("{choice:?} {heads:?}: differs from the reference by {worst:.2e}");
-                assert!(worst <= 2.0f32.powi(-8), "{choice:?} {heads:?}: {worst:e}");
+                assert!(worst <= 2.0f32.powi(-7), "{choice:?} {heads:?}: {worst:e}");
             }
         }
     }
@@ -1419,11 +960,15 @@ mod tests {
                 }
                 let mut out = BfMatrix::default();
                 let mut run = || causal_attention(isa, heads, &qkv, &sequences, 0.088, &mut out);
-                // A warm-up call (thread pool, buffers), unless one call takes seconds anyway.
-                let repeats = (2e10 / work).clamp(1.0, 200.0) as usize;
-                if repeats > 1 {
+                // A warm-up call (thread pool, buffers), then about a second of calls; one call
+                // where that is minutes (the reference on long sequences).
+                let slow = isa == Isa::Reference && work > 1e10;
+                let repeats = if slow {
+                    1
+                } else {
                     run();
-                }
+                    (4e11 / work).clamp(3.0, 200.0) as usize
+                };
                 let start = std::time::Instant::now();
                 for _ in 0..repeats {
                     run();

@@ -133,8 +133,8 @@ impl Sink {
                         out.add(r * ldo + first),
                         ldo,
                         count,
-                    )
-                };
+                    );
+                }
             }
         }
     }

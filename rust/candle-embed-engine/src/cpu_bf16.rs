@@ -73,25 +73,12 @@ struct Rope {
 
 impl Rope {
     fn new(cfg: &Config) -> Self {
-        let dim = cfg.head_dim();
-        let half = dim / 2;
-        let theta = cfg.rope_theta() as f32;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
-            .collect();
-        let positions = cfg.max_position_embeddings;
-        let (mut cos, mut sin) = (
-            Vec::with_capacity(positions * half),
-            Vec::with_capacity(positions * half),
-        );
-        for pos in 0..positions {
-            for f in &inv_freq {
-                let angle = pos as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
+        let (cos, sin) = crate::model::rope_tables(cfg);
+        Self {
+            cos,
+            sin,
+            half: cfg.head_dim() / 2,
         }
-        Self { cos, sin, half }
     }
 
     /// Rotates one head at `position` in place.

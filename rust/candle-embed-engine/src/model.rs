@@ -23,24 +23,10 @@ struct Rotary {
 }
 
 impl Rotary {
-    /// `inv_freq[i] = 1 / θ^(2i/d)`, computed in f32 as the reference does.
+    /// The tables of [`rope_tables`], in the compute dtype.
     fn new(cfg: &Config, dtype: DType, device: &Device) -> candle_core::Result<Self> {
-        let dim = cfg.head_dim();
-        let theta = cfg.rope_theta() as f32;
-        let inv_freq: Vec<f32> = (0..dim / 2)
-            .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
-            .collect();
-        let len = cfg.max_position_embeddings;
-        let mut cos = Vec::with_capacity(len * dim / 2);
-        let mut sin = Vec::with_capacity(len * dim / 2);
-        for pos in 0..len {
-            for f in &inv_freq {
-                let angle = pos as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let shape = (len, dim / 2);
+        let (cos, sin) = rope_tables(cfg);
+        let shape = (cfg.max_position_embeddings, cfg.head_dim() / 2);
         Ok(Self {
             cos: Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
             sin: Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
@@ -54,6 +40,28 @@ impl Rotary {
             self.sin.index_select(positions, 0)?,
         ))
     }
+}
+
+/// cos and sin of every (position, frequency) pair, `max_position_embeddings × head_dim / 2`
+/// row-major, with `inv_freq[i] = 1 / θ^(2i/d)` computed in f32 as the reference does. Shared
+/// by both decoders so their rotations are the same numbers.
+pub(crate) fn rope_tables(cfg: &Config) -> (Vec<f32>, Vec<f32>) {
+    let dim = cfg.head_dim();
+    let theta = cfg.rope_theta() as f32;
+    let inv_freq: Vec<f32> = (0..dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f32 / dim as f32))
+        .collect();
+    let len = cfg.max_position_embeddings;
+    let mut cos = Vec::with_capacity(len * dim / 2);
+    let mut sin = Vec::with_capacity(len * dim / 2);
+    for pos in 0..len {
+        for f in &inv_freq {
+            let angle = pos as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
 }
 
 /// Applies RoPE to `(tokens, heads, head_dim)`.

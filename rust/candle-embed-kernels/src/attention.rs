@@ -741,16 +741,11 @@ mod vector;
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-amp, amp) (64-bit LCG).
+    /// Deterministic values in [-amp, amp).
     fn values(count: usize, seed: u64, amp: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..count)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * amp
-            })
+        crate::test_values(count, seed)
+            .into_iter()
+            .map(|v| v * amp)
             .collect()
     }
 

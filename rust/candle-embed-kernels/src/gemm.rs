@@ -412,16 +412,10 @@ pub fn f64_reference(a: &[bf16], w: &[bf16], m: usize, n: usize, k: usize) -> Ve
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1) (64-bit LCG).
     fn values(count: usize, seed: u64) -> Vec<bf16> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..count)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                bf16::from_f32(((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0)
-            })
+        crate::test_values(count, seed)
+            .into_iter()
+            .map(bf16::from_f32)
             .collect()
     }
 

@@ -17,3 +17,17 @@ pub use gemm::{gemm, gemm_silu_mul};
 pub use isa::{Isa, Selection, KERNEL_ENV};
 pub use matrix::{f32_to_bf16, BfMatrix, BLOCK};
 pub use pack::PackedWeight;
+
+/// Deterministic test data: values in [-1, 1) from a 64-bit LCG, one stream per seed.
+#[cfg(test)]
+pub(crate) fn test_values(count: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}

@@ -61,7 +61,7 @@ fn bench_gemm(c: &mut Criterion) {
             group.throughput(Throughput::Elements((2 * m * n * k) as u64));
             let a_f32 = values(m * k, 3);
             let a = BfMatrix::from_f32(&a_f32, m, k);
-            let mut out = vec![0f32; m * n];
+            let mut out = candle_embed_kernels::AlignedVec::<f32>::zeroed(m * n);
             for isa in kernels() {
                 group.bench_with_input(BenchmarkId::new(isa.name(), m), &m, |b, _| {
                     b.iter(|| gemm(isa, black_box(&a), &packed, &mut out, n, false));

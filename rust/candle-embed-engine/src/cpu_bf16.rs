@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use candle_embed_kernels::attention::{causal_attention, Heads};
 use candle_embed_kernels::{
-    elementwise, f32_to_bf16, gemm, gemm_silu_mul, BfMatrix, Isa, PackedWeight,
+    elementwise, f32_to_bf16, gemm, gemm_silu_mul, AlignedVec, BfMatrix, Isa, PackedWeight,
 };
 use half::bf16;
 use rayon::prelude::*;
@@ -111,7 +111,8 @@ pub struct Timings {
 struct Scratch {
     timings: Timings,
     normed: BfMatrix,
-    qkv: Vec<f32>,
+    /// f32 GEMM outputs are stored as tiles: aligned so that each tile row is one cache line.
+    qkv: AlignedVec<f32>,
     attn: BfMatrix,
     mlp_in: BfMatrix,
     mlp_mid: BfMatrix,
@@ -149,7 +150,7 @@ impl Attention {
         let Heads { q, kv, dim } = self.heads;
         let width = (q + 2 * kv) * dim;
         let tokens = batch.total_tokens();
-        s.qkv.resize(tokens * width, 0.0);
+        s.qkv.resize(tokens * width);
         // (tokens, (q + 2·kv)·dim)
         let t = Instant::now();
         gemm(isa, &s.normed, &self.qkv_proj, &mut s.qkv, width, false);
@@ -295,7 +296,7 @@ impl Model {
         let started = Instant::now();
         let hidden = self.hidden;
         // (tokens, hidden) residual stream, f32.
-        let mut x = vec![0f32; batch.total_tokens() * hidden];
+        let mut x = AlignedVec::<f32>::zeroed(batch.total_tokens() * hidden);
         x.par_chunks_exact_mut(hidden)
             .zip(batch.input_ids.par_iter())
             .for_each(|(row, &id)| {

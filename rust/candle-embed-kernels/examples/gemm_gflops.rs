@@ -30,7 +30,7 @@ fn main() {
                 .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
                 .collect();
             let a = BfMatrix::from_f32(&a, m, k);
-            let mut c = vec![0f32; m * n];
+            let mut c = candle_embed_kernels::AlignedVec::<f32>::zeroed(m * n);
             let reps = (4e10 / (2.0 * (m * n * k) as f64)).clamp(3.0, 200.0) as usize;
             let mut best = f64::MAX;
             for _ in 0..5 {

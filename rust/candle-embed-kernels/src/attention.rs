@@ -24,6 +24,7 @@ use std::ops::Range;
 use half::bf16;
 use rayon::prelude::*;
 
+use crate::aligned::AlignedVec;
 use crate::isa::Isa;
 use crate::matrix::{f32_to_bf16, BfMatrix};
 
@@ -196,7 +197,7 @@ fn attend(
         .with_max_len(1)
         .for_each(|task| job.run(task));
     let Packed { q, k, v, .. } = job.packed;
-    if q.capacity() * 2 + (k.capacity() + v.capacity()) * 4 <= KEEP_BYTES {
+    if q.capacity_bytes() + k.capacity_bytes() + v.capacity_bytes() <= KEEP_BYTES {
         BUFFERS.set(Buffers { q, k, v });
     }
 }
@@ -206,9 +207,9 @@ fn attend(
 /// grew them past `KEEP_BYTES`.
 #[derive(Default)]
 struct Buffers {
-    q: Vec<bf16>,
-    k: Vec<u32>,
-    v: Vec<u32>,
+    q: AlignedVec<bf16>,
+    k: AlignedVec<u32>,
+    v: AlignedVec<u32>,
 }
 
 const KEEP_BYTES: usize = 64 << 20;
@@ -231,9 +232,9 @@ thread_local! {
 ///
 /// Tokens past the end of a sequence and dimensions past `dim` are zero.
 struct Packed {
-    q: Vec<bf16>,
-    k: Vec<u32>,
-    v: Vec<u32>,
+    q: AlignedVec<bf16>,
+    k: AlignedVec<u32>,
+    v: AlignedVec<u32>,
     /// Index of each sequence's first block.
     first_block: Vec<usize>,
     heads: Heads,
@@ -273,9 +274,9 @@ impl Packed {
             mut v,
         } = buffers;
         // Every element is written below; reused buffers are only resized, not cleared.
-        resize(&mut q, spans.len() * q_len);
-        resize(&mut k, spans.len() * kv_len);
-        resize(&mut v, spans.len() * kv_len);
+        q.resize(spans.len() * q_len);
+        k.resize(spans.len() * kv_len);
+        v.resize(spans.len() * kv_len);
         q.par_chunks_mut(q_len)
             .zip(k.par_chunks_mut(kv_len))
             .zip(v.par_chunks_mut(kv_len))
@@ -309,12 +310,6 @@ impl Packed {
             &self.v[at * kv_len..(at + 1) * kv_len],
         )
     }
-}
-
-/// `len` elements, keeping what a reused buffer holds rather than zeroing it.
-fn resize<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) {
-    buffer.truncate(len);
-    buffer.resize(len, T::default());
 }
 
 /// One block's K and V rows in bf16, token-major (32 rows of `kv · dp`): scratch for packing.
@@ -474,7 +469,8 @@ struct Job<'a> {
 /// A task's running state, kept per thread so that short tasks do not allocate.
 #[derive(Default)]
 struct State {
-    o: Vec<f32>,
+    /// Aligned: the AMX kernel loads and stores it as tiles.
+    o: AlignedVec<f32>,
     m: Vec<f32>,
     l: Vec<f32>,
 }
@@ -527,8 +523,8 @@ impl Job<'_> {
 
         // Not zeroed: a row's first key block sets its state.
         let rows = blocks * group * KEYS;
-        resize(&mut state.o, rows * dp);
-        resize(&mut state.l, rows * LANES);
+        state.o.resize(rows * dp);
+        state.l.resize(rows * LANES, 0.0);
         state.m.clear();
         state.m.resize(rows, f32::NEG_INFINITY);
         let mut valid = [0usize; MAX_ROWS];

@@ -15,6 +15,7 @@ use std::ops::Range;
 use half::bf16;
 use rayon::prelude::*;
 
+use crate::aligned::Aligned;
 use crate::isa::Isa;
 use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
@@ -284,7 +285,7 @@ unsafe fn tiled<T: Tiles>(
 ) {
     tiles.configure();
     let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
-    let mut scratch = [0f32; BLOCK * BLOCK];
+    let mut scratch = Aligned([0f32; BLOCK * BLOCK]);
     for nb in panels {
         let panel = w.panel(nb).as_ptr();
         let cols = (n - nb * BLOCK).min(BLOCK);
@@ -307,13 +308,13 @@ unsafe fn tiled<T: Tiles>(
                     _ => {
                         let accumulate = sink.accumulates();
                         if accumulate {
-                            sink.preload(&mut scratch, r, nb, valid, cols);
+                            sink.preload(&mut scratch.0, r, nb, valid, cols);
                         }
                         let s = scratch.as_mut_ptr();
                         tiles::block(
                             tiles, block_rows, a_ptr, lda, panel, k_blocks, s, BLOCK, accumulate,
                         );
-                        sink.finish(&scratch, r, nb, valid, cols);
+                        sink.finish(&scratch.0, r, nb, valid, cols);
                     }
                 }
             }

@@ -3,6 +3,7 @@
 //! [`attention`]. Inputs are bf16, sums are f32. Which instructions run is chosen once per process
 //! ([`isa::select`]): AMX tiles, AVX512-BF16, or portable reference code with the same arithmetic.
 
+pub mod aligned;
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -13,6 +14,7 @@ pub mod matrix;
 pub mod pack;
 mod tiles;
 
+pub use aligned::{Aligned, AlignedVec};
 pub use gemm::{gemm, gemm_silu_mul};
 pub use isa::{Isa, Selection, KERNEL_ENV};
 pub use matrix::{f32_to_bf16, BfMatrix, BLOCK};

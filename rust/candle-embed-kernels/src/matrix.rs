@@ -6,13 +6,16 @@
 
 use half::bf16;
 
+use crate::aligned::AlignedVec;
+
 /// Rows and columns of the blocks every kernel works in.
 pub const BLOCK: usize = 32;
 
-/// A row-major bf16 matrix with zero padding to whole 32×32 blocks.
+/// A row-major bf16 matrix with zero padding to whole 32×32 blocks, starting on a cache line
+/// (so every tile row is one line).
 #[derive(Clone, Debug, Default)]
 pub struct BfMatrix {
-    data: Vec<bf16>,
+    data: AlignedVec<bf16>,
     rows: usize,
     cols: usize,
     stride: usize,
@@ -30,9 +33,8 @@ impl BfMatrix {
         self.rows = rows;
         self.cols = cols;
         self.stride = padded_stride(cols);
-        self.data.clear();
         self.data
-            .resize(rows.next_multiple_of(BLOCK) * self.stride, bf16::ZERO);
+            .clear_to(rows.next_multiple_of(BLOCK) * self.stride);
     }
 
     /// `rows × cols` rounded from f32 (round to nearest even).
@@ -154,6 +156,7 @@ mod tests {
         assert_eq!((m.rows(), m.cols(), m.stride()), (3, 5, 32));
         assert_eq!(BfMatrix::zeros(1, 1024).stride(), 1056);
         assert_eq!(m.padded().len(), 32 * 32);
+        assert_eq!(m.padded().as_ptr() as usize % 64, 0);
         assert_eq!(m.row(2)[4], bf16::from_f32(7.0));
         let nonzero = m.padded().iter().filter(|v| v.to_f32() != 0.0).count();
         assert_eq!(nonzero, 14, "only real cells (minus the one zero) are set");

@@ -8,6 +8,7 @@
 
 use half::bf16;
 
+use crate::aligned::AlignedVec;
 use crate::matrix::BLOCK;
 
 /// bf16 elements in one B tile: 16 K-pairs × 16 columns × 2.
@@ -17,7 +18,8 @@ pub const BLOCK_ELEMS: usize = 2 * TILE_ELEMS;
 
 #[derive(Clone, Debug)]
 pub struct PackedWeight {
-    data: Vec<bf16>,
+    /// Cache-line aligned: every B tile is 16 whole lines.
+    data: AlignedVec<bf16>,
     n: usize,
     k: usize,
 }
@@ -33,7 +35,7 @@ impl PackedWeight {
             n * k
         );
         let (n_blocks, k_blocks) = (n.div_ceil(BLOCK), k.div_ceil(BLOCK));
-        let mut data = vec![bf16::ZERO; n_blocks * k_blocks * BLOCK_ELEMS];
+        let mut data = AlignedVec::zeroed(n_blocks * k_blocks * BLOCK_ELEMS);
         for (col, row) in weight.chunks_exact(k.max(1)).enumerate().take(n) {
             for (depth, &value) in row.iter().enumerate() {
                 data[offset(col, depth, k_blocks)] = value;

@@ -21,6 +21,7 @@ use std::arch::x86_64::{
 use half::bf16;
 
 use super::{Kernel, Pass, EXP2_MIN, EXP2_POLY, KEYS, LANES};
+use crate::aligned::Aligned;
 use crate::tiles::Tiles;
 
 /// The AVX512-BF16 kernel; only made where the CPU has it.
@@ -71,7 +72,7 @@ unsafe fn avx512_pass(pass: &mut Pass<'_>) {
         }
     }
     // Through memory, so that the softmax handles rows the same way for both kernels.
-    let mut scores = [0f32; ROWS * KEYS];
+    let mut scores = Aligned([0f32; ROWS * KEYS]);
     for (r, s) in s.iter().enumerate() {
         // SAFETY: row r's 32 scores lie inside `scores`.
         unsafe {
@@ -79,13 +80,13 @@ unsafe fn avx512_pass(pass: &mut Pass<'_>) {
             _mm512_storeu_ps(scores.as_mut_ptr().add(r * KEYS + 16), s[1]);
         }
     }
-    let mut probs = [bf16::ZERO; ROWS * KEYS];
+    let mut probs = Aligned([bf16::ZERO; ROWS * KEYS]);
     let mut alpha = [0f32; ROWS];
-    softmax(pass, &scores, &mut probs, &mut alpha);
+    softmax(pass, &scores.0, &mut probs.0, &mut alpha);
     let chunks = dp / 16;
     for chunk in (0..chunks).step_by(2) {
         // SAFETY: dp is a multiple of 32, so chunk + 2 ≤ chunks.
-        unsafe { accumulate(pass, &probs, &alpha, chunk) };
+        unsafe { accumulate(pass, &probs.0, &alpha, chunk) };
     }
 }
 
@@ -196,7 +197,7 @@ fn finish(o: &[f32], inv: f32, dst: &mut [bf16]) {
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
 unsafe fn amx_pass<T: Tiles>(tiles: &mut T, pass: &mut Pass<'_>) {
     let (dp, width) = (pass.dp, pass.blocks * KEYS);
-    let mut scores = [0f32; AMX_ROWS * 2 * KEYS];
+    let mut scores = Aligned([0f32; AMX_ROWS * 2 * KEYS]);
     let sc = scores.as_mut_ptr();
     // SAFETY: every tile access is 16 rows of 64 bytes inside a checked buffer: Q rows
     // 0..32 × dims 32t..32t+32, q_stride·2 bytes apart; K pairs 16t..16t+16 × 16 keys, 128
@@ -230,7 +231,7 @@ unsafe fn amx_pass<T: Tiles>(tiles: &mut T, pass: &mut Pass<'_>) {
         }
     }
 
-    let mut probs = [bf16::ZERO; AMX_ROWS * 2 * KEYS];
+    let mut probs = Aligned([bf16::ZERO; AMX_ROWS * 2 * KEYS]);
     let mut alpha = [0f32; AMX_ROWS];
     let rows = AMX_ROWS * width;
     softmax(pass, &scores[..rows], &mut probs[..rows], &mut alpha);
@@ -251,9 +252,9 @@ unsafe fn amx_pass<T: Tiles>(tiles: &mut T, pass: &mut Pass<'_>) {
     // SAFETY: as checked, with `probs` holding 32 rows of `width` keys.
     unsafe {
         if pass.blocks == 1 {
-            one_block(tiles, pass, &probs);
+            one_block(tiles, pass, &probs.0);
         } else {
-            two_blocks(tiles, pass, &probs);
+            two_blocks(tiles, pass, &probs.0);
         }
     }
 }

@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use candle_core::{Device, Tensor};
-use candle_embed_kernels::attention::{causal_attention, Heads};
+use candle_embed_kernels::attention::{causal_attention, AttentionBuffers, Heads};
 use candle_embed_kernels::{gemm, BfMatrix, Isa, PackedWeight};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::bf16;
@@ -92,12 +92,20 @@ fn bench_attention(c: &mut Criterion) {
         let flops = 2 * len * len * heads.dim * heads.q;
         group.throughput(Throughput::Elements(flops as u64));
         let qkv = values(len * width, 11);
-        let mut out = BfMatrix::default();
+        let (mut out, mut buffers) = (BfMatrix::default(), AttentionBuffers::default());
         let one_sequence = std::iter::once(0..len).collect::<Vec<_>>();
         for isa in kernels() {
             group.bench_with_input(BenchmarkId::new(isa.name(), len), &len, |b, _| {
                 b.iter(|| {
-                    causal_attention(isa, heads, black_box(&qkv), &one_sequence, 0.088, &mut out);
+                    causal_attention(
+                        isa,
+                        heads,
+                        black_box(&qkv),
+                        &one_sequence,
+                        0.088,
+                        &mut buffers,
+                        &mut out,
+                    );
                 });
             });
         }

@@ -10,9 +10,10 @@
 //! o_proj GEMM added into the residual → RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 →
 //! down GEMM added into the residual. The MLP runs in row chunks so its intermediate stays small.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_embed_kernels::attention::{causal_attention, Heads};
+use candle_embed_kernels::attention::{causal_attention, AttentionBuffers, Heads};
 use candle_embed_kernels::{
     elementwise, f32_to_bf16, gemm, gemm_silu_mul, AlignedVec, BfMatrix, Isa, PackedWeight,
 };
@@ -49,7 +50,7 @@ impl RmsNorm {
 
     /// Every row of `x` (rows of `width`), normed and rounded to bf16 into `out`.
     fn to_bf16(&self, x: &[f32], width: usize, out: &mut BfMatrix) {
-        out.reset(x.len() / width, width);
+        out.reshape_for_overwrite(x.len() / width, width);
         out.par_rows_mut()
             .zip(x.par_chunks_exact(width))
             .for_each_init(
@@ -106,16 +107,58 @@ pub struct Timings {
     pub total: Duration,
 }
 
-/// Scratch buffers reused across layers within one forward pass.
+/// Batches up to this many tokens leave their buffers to the next pass (about 0.6 GB for the
+/// 0.6B shape at the limit); a longer one, such as a single 32k-token text, frees them.
+const KEEP_TOKENS: usize = 16_384;
+
+/// Activation buffers, reused across layers and, through [`Kept`], across forward passes: a
+/// batch's buffers run to hundreds of MB, and fresh ones cost a page fault per page (in a VM,
+/// faulting in the attention buffers for every layer took 15% of the whole pass).
 #[derive(Default)]
 struct Scratch {
     timings: Timings,
+    /// `(tokens, hidden)` residual stream.
+    x: AlignedVec<f32>,
     normed: BfMatrix,
     /// f32 GEMM outputs are stored as tiles: aligned so that each tile row is one cache line.
     qkv: AlignedVec<f32>,
+    attention: AttentionBuffers,
     attn: BfMatrix,
     mlp_in: BfMatrix,
     mlp_mid: BfMatrix,
+}
+
+/// The scratch of the last forward pass, for the next one. A pass running while another holds
+/// it (two threads sharing the model) allocates its own.
+#[derive(Default)]
+struct Kept(Mutex<Option<Box<Scratch>>>);
+
+impl Kept {
+    fn take(&self) -> Box<Scratch> {
+        self.0
+            .try_lock()
+            .ok()
+            .and_then(|mut kept| kept.take())
+            .unwrap_or_default()
+    }
+
+    fn put(&self, scratch: Box<Scratch>) {
+        if let Ok(mut kept) = self.0.try_lock() {
+            *kept = Some(scratch);
+        }
+    }
+}
+
+impl Clone for Kept {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -170,7 +213,15 @@ impl Attention {
         let scale = 1.0 / (dim as f32).sqrt();
         // (tokens, q·dim) in bf16: the o_proj input.
         let t = Instant::now();
-        causal_attention(isa, self.heads, &s.qkv, &ranges, scale, &mut s.attn);
+        causal_attention(
+            isa,
+            self.heads,
+            &s.qkv,
+            &ranges,
+            scale,
+            &mut s.attention,
+            &mut s.attn,
+        );
         s.timings.attention += t.elapsed();
         let hidden = self.o_proj.n();
         let t = Instant::now();
@@ -261,6 +312,7 @@ pub struct Model {
     rope: Rope,
     hidden: usize,
     isa: Isa,
+    kept: Kept,
 }
 
 impl Model {
@@ -279,6 +331,7 @@ impl Model {
             rope: Rope::new(cfg),
             hidden,
             isa,
+            kept: Kept::default(),
         })
     }
 
@@ -295,8 +348,11 @@ impl Model {
     pub fn forward_last_timed(&self, batch: &PackedBatch) -> (Vec<Vec<f32>>, Timings) {
         let started = Instant::now();
         let hidden = self.hidden;
-        // (tokens, hidden) residual stream, f32.
-        let mut x = AlignedVec::<f32>::zeroed(batch.total_tokens() * hidden);
+        let mut scratch = self.kept.take();
+        scratch.timings = Timings::default();
+        // (tokens, hidden) residual stream, f32; every row is overwritten here.
+        let mut x = std::mem::take(&mut scratch.x);
+        x.resize(batch.total_tokens() * hidden);
         x.par_chunks_exact_mut(hidden)
             .zip(batch.input_ids.par_iter())
             .for_each(|(row, &id)| {
@@ -305,7 +361,6 @@ impl Model {
                     *d = s.to_f32();
                 }
             });
-        let mut scratch = Scratch::default();
         for layer in &self.layers {
             layer.forward(self.isa, &mut x, &self.rope, batch, &mut scratch);
         }
@@ -318,7 +373,12 @@ impl Model {
                 v
             })
             .collect();
+        scratch.x = x;
         scratch.timings.total = started.elapsed();
-        (pooled, scratch.timings)
+        let timings = scratch.timings;
+        if batch.total_tokens() <= KEEP_TOKENS {
+            self.kept.put(scratch);
+        }
+        (pooled, timings)
     }
 }

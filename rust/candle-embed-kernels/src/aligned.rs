@@ -78,8 +78,13 @@ impl<T: Plain> AlignedVec<T> {
     /// length are whatever the storage last held (zero if never written): for buffers that are
     /// overwritten anyway, reuse costs no memset.
     pub fn resize(&mut self, len: usize) {
-        self.lines
-            .resize((len * size_of::<T>()).div_ceil(LINE), Aligned([0; LINE]));
+        let lines = (len * size_of::<T>()).div_ceil(LINE);
+        if lines > self.lines.capacity() {
+            self.lines.reserve_exact(lines - self.lines.len());
+            // Before the zero-fill below touches the new pages.
+            advise_huge_pages(self.lines.as_ptr().cast(), self.lines.capacity() * LINE);
+        }
+        self.lines.resize(lines, Aligned([0; LINE]));
         self.len = len;
     }
 
@@ -94,6 +99,32 @@ impl<T: Plain> AlignedVec<T> {
     pub fn capacity_bytes(&self) -> usize {
         self.lines.capacity() * LINE
     }
+}
+
+/// Asks Linux to back a large buffer with 2 MB pages. A first touch of fresh memory costs a page
+/// fault per page, and in a VM a 4 KB fault is slow enough (measured: 256 MB faulted in at
+/// 0.4 GB/s) that the activations of a large batch spent more time faulting than computing. It is
+/// only a hint: where transparent huge pages are off, nothing changes.
+fn advise_huge_pages(start: *const u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        const PAGE: usize = 4096;
+        if bytes < HUGE {
+            return;
+        }
+        let begin = (start as usize).next_multiple_of(PAGE);
+        let end = (start as usize + bytes) / PAGE * PAGE;
+        if end > begin {
+            // SAFETY: madvise only changes how the kernel backs pages of this allocation (whole
+            // pages inside it); MADV_HUGEPAGE never alters their contents.
+            unsafe {
+                libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, bytes);
 }
 
 impl<T: Plain> Default for AlignedVec<T> {

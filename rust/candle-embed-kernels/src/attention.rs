@@ -52,13 +52,15 @@ const MAX_ROWS: usize = 32;
 /// the v heads (RMS-normed and rotated already). `sequences` are the token ranges of the packed
 /// sequences, in order, covering `0..tokens`. `scale` (usually `1/√dim`) must be positive.
 /// Writes the `tokens × q·dim` result into `out` (reset to that shape), which is the o_proj
-/// input.
+/// input. `buffers` holds the bf16 copies of Q, K and V; reusing it across calls saves
+/// allocating (and page-faulting) them for every layer.
 pub fn causal_attention(
     isa: Isa,
     heads: Heads,
     qkv: &[f32],
     sequences: &[Range<usize>],
     scale: f32,
+    buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
     assert!(
@@ -70,7 +72,7 @@ pub fn causal_attention(
         Isa::Avx512Bf16 => Choice::Avx512,
         Isa::Reference => Choice::Reference,
     };
-    attend(choice, heads, qkv, sequences, scale, out);
+    attend(choice, heads, qkv, sequences, scale, buffers, out);
 }
 
 /// Floating-point operations of causal attention (QKᵀ and PV over the lower triangle), for
@@ -169,6 +171,7 @@ fn attend(
     qkv: &[f32],
     sequences: &[Range<usize>],
     scale: f32,
+    buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
     // The x86 kernels (and packing) all need AVX512-BF16, the tiles' softmax included.
@@ -181,7 +184,8 @@ fn attend(
         "attention: scale {scale} is not positive"
     );
     let tokens = check_shapes(heads, qkv, sequences);
-    out.reset(tokens, heads.q * heads.dim);
+    // Every real output is written by a task.
+    out.reshape_for_overwrite(tokens, heads.q * heads.dim);
     if tokens == 0 || heads.q == 0 || heads.dim == 0 {
         return;
     }
@@ -189,7 +193,7 @@ fn attend(
         choice,
         heads,
         sequences,
-        packed: Packed::new(heads, qkv, sequences, BUFFERS.take(), vector),
+        packed: Packed::new(heads, qkv, sequences, std::mem::take(buffers), vector),
         c: scale * std::f32::consts::LOG2_E,
     };
     tasks(heads, sequences, out)
@@ -197,25 +201,23 @@ fn attend(
         .with_max_len(1)
         .for_each(|task| job.run(task));
     let Packed { q, k, v, .. } = job.packed;
-    if q.capacity_bytes() + k.capacity_bytes() + v.capacity_bytes() <= KEEP_BYTES {
-        BUFFERS.set(Buffers { q, k, v });
-    }
+    *buffers = AttentionBuffers { q, k, v };
 }
 
-/// The packed buffers, kept by the calling thread for its next call (every layer of every batch
-/// needs them; fresh allocations this size are page-faulted in each time), unless a long input
-/// grew them past `KEEP_BYTES`.
+/// Storage for [`causal_attention`]'s packed bf16 Q, K and V (about half the size of its f32
+/// `qkv` input), kept by the caller between calls.
 #[derive(Default)]
-struct Buffers {
+pub struct AttentionBuffers {
     q: AlignedVec<bf16>,
     k: AlignedVec<u32>,
     v: AlignedVec<u32>,
 }
 
-const KEEP_BYTES: usize = 64 << 20;
-
-thread_local! {
-    static BUFFERS: RefCell<Buffers> = RefCell::default();
+impl AttentionBuffers {
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.q.capacity_bytes() + self.k.capacity_bytes() + self.v.capacity_bytes()
+    }
 }
 
 /// Q, K and V rounded to bf16 once, in one sweep over `qkv` token by token, and laid out for
@@ -246,7 +248,7 @@ impl Packed {
         heads: Heads,
         qkv: &[f32],
         sequences: &[Range<usize>],
-        buffers: Buffers,
+        buffers: AttentionBuffers,
         vector: bool,
     ) -> Self {
         let dp = padded_dim(heads.dim);
@@ -268,7 +270,7 @@ impl Packed {
                 Some(first)
             })
             .collect();
-        let Buffers {
+        let AttentionBuffers {
             mut q,
             mut k,
             mut v,
@@ -789,7 +791,8 @@ mod tests {
     fn run(choice: Choice, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> BfMatrix {
         let mut out = BfMatrix::zeros(3, 5);
         let scale = 1.0 / (heads.dim as f32).sqrt();
-        attend(choice, heads, qkv, sequences, scale, &mut out);
+        let mut buffers = AttentionBuffers::default();
+        attend(choice, heads, qkv, sequences, scale, &mut buffers, &mut out);
         out
     }
 
@@ -920,7 +923,8 @@ mod tests {
         for isa in [Isa::Reference, Isa::Avx512Bf16, Isa::Amx] {
             if isa.is_supported() {
                 let mut out = BfMatrix::zeros(3, 5);
-                causal_attention(isa, heads, &[], &[], 0.25, &mut out);
+                let mut buffers = AttentionBuffers::default();
+                causal_attention(isa, heads, &[], &[], 0.25, &mut buffers, &mut out);
                 assert_eq!((out.rows(), out.cols()), (0, 32));
             }
         }
@@ -949,8 +953,10 @@ mod tests {
                 if !isa.is_supported() || only.as_deref().is_some_and(|name| name != isa.name()) {
                     continue;
                 }
-                let mut out = BfMatrix::default();
-                let mut run = || causal_attention(isa, heads, &qkv, &sequences, 0.088, &mut out);
+                let (mut out, mut buffers) = (BfMatrix::default(), AttentionBuffers::default());
+                let mut run = || {
+                    causal_attention(isa, heads, &qkv, &sequences, 0.088, &mut buffers, &mut out);
+                };
                 // A warm-up call (thread pool, buffers), then about a second of calls; one call
                 // where that is minutes (the reference on long sequences).
                 let slow = isa == Isa::Reference && work > 1e10;

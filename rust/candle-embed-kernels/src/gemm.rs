@@ -186,7 +186,8 @@ pub fn gemm_silu_mul(
         32 * intermediate.div_ceil(16),
         "gemm_silu_mul: W is not a gate_up weight of {intermediate}"
     );
-    out.reset(a.rows(), intermediate);
+    // Every real output is written by the epilogue.
+    out.reshape_for_overwrite(a.rows(), intermediate);
     if a.rows() == 0 {
         return;
     }

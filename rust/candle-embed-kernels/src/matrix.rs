@@ -37,6 +37,23 @@ impl BfMatrix {
             .clear_to(rows.next_multiple_of(BLOCK) * self.stride);
     }
 
+    /// Reshapes to `rows × cols` for a producer that writes every real cell: only the padding is
+    /// zeroed, so reusing a large buffer costs no memset of the whole of it. Real cells hold
+    /// whatever the storage held before.
+    pub fn reshape_for_overwrite(&mut self, rows: usize, cols: usize) {
+        self.rows = rows;
+        self.cols = cols;
+        self.stride = padded_stride(cols);
+        let stride = self.stride;
+        self.data.resize(rows.next_multiple_of(BLOCK) * stride);
+        if stride > cols {
+            for row in self.data[..rows * stride].chunks_exact_mut(stride) {
+                row[cols..].fill(bf16::ZERO);
+            }
+        }
+        self.data[rows * stride..].fill(bf16::ZERO);
+    }
+
     /// `rows × cols` rounded from f32 (round to nearest even).
     pub fn from_f32(values: &[f32], rows: usize, cols: usize) -> Self {
         assert_eq!(
@@ -160,6 +177,20 @@ mod tests {
         assert_eq!(m.row(2)[4], bf16::from_f32(7.0));
         let nonzero = m.padded().iter().filter(|v| v.to_f32() != 0.0).count();
         assert_eq!(nonzero, 14, "only real cells (minus the one zero) are set");
+    }
+
+    #[test]
+    fn reshaping_for_overwrite_zeroes_exactly_the_padding() {
+        let mut m = BfMatrix::from_f32(&vec![1.5; 70 * 300], 70, 300);
+        m.reshape_for_overwrite(33, 40);
+        assert_eq!((m.rows(), m.cols(), m.stride()), (33, 40, 64));
+        assert_eq!(m.padded().len(), 64 * 64);
+        for (i, v) in m.padded().iter().enumerate() {
+            let (r, c) = (i / 64, i % 64);
+            if r >= 33 || c >= 40 {
+                assert_eq!(v.to_bits(), 0, "padding cell ({r}, {c})");
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use candle_core::{Device, Tensor};
-use candle_embed_kernels::attention::{causal_attention, AttentionBuffers, Heads};
+use candle_embed_kernels::attention::{causal_attention, unprepared, AttentionBuffers, Heads};
 use candle_embed_kernels::{gemm, BfMatrix, Isa, PackedWeight};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::bf16;
@@ -103,6 +103,7 @@ fn bench_attention(c: &mut Criterion) {
                         black_box(&qkv),
                         &one_sequence,
                         0.088,
+                        &unprepared,
                         &mut buffers,
                         &mut out,
                     );

@@ -6,9 +6,10 @@
 //! gate/up into one) and packed for the kernels; nothing else is kept.
 //!
 //! Per layer, for the packed batch's `tokens` rows:
-//! RMSNorm → bf16 → qkv GEMM → per-head RMSNorm + RoPE (f32) → causal GQA attention → bf16 →
-//! o_proj GEMM added into the residual → RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 →
-//! down GEMM added into the residual. The MLP runs in row chunks so its intermediate stays small.
+//! RMSNorm → bf16 → qkv GEMM → causal GQA attention (its packing applies the per-head RMSNorm and
+//! RoPE in f32 to each row as it rounds it to bf16) → bf16 → o_proj GEMM added into the residual →
+//! RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 → down GEMM added into the residual.
+//! The MLP runs in row chunks so its intermediate stays small.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -102,8 +103,9 @@ impl Rope {
 pub struct Timings {
     /// The four GEMMs of every layer (SiLU·up included: it is fused into the gate/up GEMM).
     pub gemm: Duration,
+    /// Attention, with the q/k norms and RoPE it applies while packing.
     pub attention: Duration,
-    /// Wall time of the whole pass; the rest is norms, RoPE, SiLU, conversions, embedding lookup.
+    /// Wall time of the whole pass; the rest is the input norms, conversions, embedding lookup.
     pub total: Duration,
 }
 
@@ -198,27 +200,26 @@ impl Attention {
         let t = Instant::now();
         gemm(isa, &s.normed, &self.qkv_proj, &mut s.qkv, width, false);
         s.timings.gemm += t.elapsed();
-        s.qkv
-            .par_chunks_exact_mut(width)
-            .zip(batch.positions.par_iter())
-            .for_each(|(row, &pos)| {
-                // q heads, then k heads: normed and rotated; v heads untouched.
-                for (i, head) in row[..(q + kv) * dim].chunks_exact_mut(dim).enumerate() {
-                    let norm = if i < q { &self.q_norm } else { &self.k_norm };
-                    norm.apply(head);
-                    rope.apply(head, pos as usize);
-                }
-            });
         let ranges: Vec<_> = batch.ranges().collect();
         let scale = 1.0 / (dim as f32).sqrt();
         // (tokens, q·dim) in bf16: the o_proj input.
         let t = Instant::now();
+        // q heads, then k heads: normed and rotated as each row is packed; v heads untouched.
+        let prepare = |token: usize, row: &mut [f32]| {
+            let pos = batch.positions[token] as usize;
+            for (i, head) in row[..(q + kv) * dim].chunks_exact_mut(dim).enumerate() {
+                let norm = if i < q { &self.q_norm } else { &self.k_norm };
+                norm.apply(head);
+                rope.apply(head, pos);
+            }
+        };
         causal_attention(
             isa,
             self.heads,
             &s.qkv,
             &ranges,
             scale,
+            &prepare,
             &mut s.attention,
             &mut s.attn,
         );

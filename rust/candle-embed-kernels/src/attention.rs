@@ -54,12 +54,17 @@ const MAX_ROWS: usize = 32;
 /// Writes the `tokens × q·dim` result into `out` (reset to that shape), which is the o_proj
 /// input. `buffers` holds the bf16 copies of Q, K and V; reusing it across calls saves
 /// allocating (and page-faulting) them for every layer.
+///
+/// `prepare(token, row)` may change a copy of each token's f32 row before it is rounded: the
+/// model's per-head norms and rotary embedding go there, so `qkv` is read once in all instead
+/// of being rewritten in place by a pass of its own. [`unprepared`] leaves rows as they are.
 pub fn causal_attention(
     isa: Isa,
     heads: Heads,
     qkv: &[f32],
     sequences: &[Range<usize>],
     scale: f32,
+    prepare: Prepare<'_>,
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
@@ -72,8 +77,14 @@ pub fn causal_attention(
         Isa::Avx512Bf16 => Choice::Avx512,
         Isa::Reference => Choice::Reference,
     };
-    attend(choice, heads, qkv, sequences, scale, buffers, out);
+    attend(choice, heads, qkv, sequences, scale, prepare, buffers, out);
 }
+
+/// What [`causal_attention`] applies to each token's qkv row before rounding it.
+pub type Prepare<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
+/// A [`Prepare`] that leaves rows unchanged.
+pub fn unprepared(_token: usize, _row: &mut [f32]) {}
 
 /// Floating-point operations of causal attention (QKᵀ and PV over the lower triangle), for
 /// throughput figures.
@@ -171,6 +182,7 @@ fn attend(
     qkv: &[f32],
     sequences: &[Range<usize>],
     scale: f32,
+    prepare: Prepare<'_>,
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
@@ -193,7 +205,14 @@ fn attend(
         choice,
         heads,
         sequences,
-        packed: Packed::new(heads, qkv, sequences, std::mem::take(buffers), vector),
+        packed: Packed::new(
+            heads,
+            qkv,
+            sequences,
+            prepare,
+            std::mem::take(buffers),
+            vector,
+        ),
         c: scale * std::f32::consts::LOG2_E,
     };
     tasks(heads, sequences, out)
@@ -248,6 +267,7 @@ impl Packed {
         heads: Heads,
         qkv: &[f32],
         sequences: &[Range<usize>],
+        prepare: Prepare<'_>,
         buffers: AttentionBuffers,
         vector: bool,
     ) -> Self {
@@ -286,7 +306,7 @@ impl Packed {
             .for_each_init(
                 || KvRows::new(heads),
                 |rows, (((q, k), v), &(first, len))| {
-                    rows.load(heads, qkv, first..first + len, q);
+                    rows.load(heads, qkv, first..first + len, prepare, q);
                     rows.pack(heads, k, v, vector);
                 },
             );
@@ -314,10 +334,12 @@ impl Packed {
     }
 }
 
-/// One block's K and V rows in bf16, token-major (32 rows of `kv · dp`): scratch for packing.
+/// One block's K and V rows in bf16, token-major (32 rows of `kv · dp`), and the f32 row being
+/// prepared: scratch for packing.
 struct KvRows {
     k: Vec<bf16>,
     v: Vec<bf16>,
+    row: Vec<f32>,
 }
 
 impl KvRows {
@@ -326,19 +348,28 @@ impl KvRows {
         Self {
             k: vec![bf16::ZERO; len],
             v: vec![bf16::ZERO; len],
+            row: vec![0.0; (heads.q + 2 * heads.kv) * heads.dim],
         }
     }
 
-    /// Converts `tokens` (at most 32), reading each token's row of `qkv` front to back: Q
-    /// straight into its packed place `q`, K and V into the scratch rows.
-    fn load(&mut self, heads: Heads, qkv: &[f32], tokens: Range<usize>, q: &mut [bf16]) {
+    /// Prepares and converts `tokens` (at most 32), each token's row of `qkv` copied (to L1),
+    /// prepared, and read front to back: Q straight into its packed place `q`, K and V into the
+    /// scratch rows.
+    fn load(
+        &mut self,
+        heads: Heads,
+        qkv: &[f32],
+        tokens: Range<usize>,
+        prepare: Prepare<'_>,
+        q: &mut [bf16],
+    ) {
         let Heads {
             q: q_heads,
             kv,
             dim,
         } = heads;
         let (width, dp) = ((q_heads + 2 * kv) * dim, padded_dim(dim));
-        let (k, v) = (&mut self.k, &mut self.v);
+        let (k, v, src) = (&mut self.k, &mut self.v, &mut self.row);
         let rows = q
             .chunks_exact_mut(q_heads * dp)
             .zip(k.chunks_exact_mut(kv * dp))
@@ -350,7 +381,8 @@ impl KvRows {
                 v.fill(bf16::ZERO);
                 continue;
             }
-            let src = &qkv[(tokens.start + t) * width..][..width];
+            src.copy_from_slice(&qkv[(tokens.start + t) * width..][..width]);
+            prepare(tokens.start + t, src);
             let (src_q, src_kv) = src.split_at(q_heads * dim);
             convert_heads(src_q, q, dim, dp);
             convert_heads(&src_kv[..kv * dim], k, dim, dp);
@@ -792,7 +824,16 @@ mod tests {
         let mut out = BfMatrix::zeros(3, 5);
         let scale = 1.0 / (heads.dim as f32).sqrt();
         let mut buffers = AttentionBuffers::default();
-        attend(choice, heads, qkv, sequences, scale, &mut buffers, &mut out);
+        attend(
+            choice,
+            heads,
+            qkv,
+            sequences,
+            scale,
+            &unprepared,
+            &mut buffers,
+            &mut out,
+        );
         out
     }
 
@@ -917,6 +958,64 @@ mod tests {
         }
     }
 
+    /// Preparing rows while packing equals preparing `qkv` beforehand, bit for bit, with the
+    /// token index passed being the row's; buffers reused across calls of other shapes.
+    #[test]
+    fn prepare_applies_to_each_row_as_packed() {
+        let heads = heads(4, 2, 32);
+        let (qkv, sequences) = inputs(heads, &[37, 5, 64], 9, 1.0);
+        let width = (heads.q + 2 * heads.kv) * heads.dim;
+        // Something token-dependent and not linear, on q and k only.
+        let change = |token: usize, row: &mut [f32]| {
+            for (i, x) in row[..(heads.q + heads.kv) * heads.dim]
+                .iter_mut()
+                .enumerate()
+            {
+                *x = (*x * (1.0 + token as f32 * 0.01) + i as f32 * 1e-3).sin();
+            }
+        };
+        let mut before = qkv.clone();
+        for (token, row) in before.chunks_exact_mut(width).enumerate() {
+            change(token, row);
+        }
+        let isa = crate::isa::best().unwrap_or(Isa::Reference);
+        let mut buffers = AttentionBuffers::default();
+        let mut expected = BfMatrix::default();
+        let (other, other_sequences) = inputs(heads, &[100], 3, 1.0);
+        causal_attention(
+            isa,
+            heads,
+            &other,
+            &other_sequences,
+            0.2,
+            &unprepared,
+            &mut buffers,
+            &mut expected,
+        );
+        causal_attention(
+            isa,
+            heads,
+            &before,
+            &sequences,
+            0.2,
+            &unprepared,
+            &mut buffers,
+            &mut expected,
+        );
+        let mut prepared = BfMatrix::default();
+        causal_attention(
+            isa,
+            heads,
+            &qkv,
+            &sequences,
+            0.2,
+            &change,
+            &mut buffers,
+            &mut prepared,
+        );
+        assert_eq!(expected.padded(), prepared.padded());
+    }
+
     #[test]
     fn empty_input_gives_empty_output() {
         let heads = heads(2, 1, 16);
@@ -924,7 +1023,16 @@ mod tests {
             if isa.is_supported() {
                 let mut out = BfMatrix::zeros(3, 5);
                 let mut buffers = AttentionBuffers::default();
-                causal_attention(isa, heads, &[], &[], 0.25, &mut buffers, &mut out);
+                causal_attention(
+                    isa,
+                    heads,
+                    &[],
+                    &[],
+                    0.25,
+                    &unprepared,
+                    &mut buffers,
+                    &mut out,
+                );
                 assert_eq!((out.rows(), out.cols()), (0, 32));
             }
         }
@@ -955,7 +1063,16 @@ mod tests {
                 }
                 let (mut out, mut buffers) = (BfMatrix::default(), AttentionBuffers::default());
                 let mut run = || {
-                    causal_attention(isa, heads, &qkv, &sequences, 0.088, &mut buffers, &mut out);
+                    causal_attention(
+                        isa,
+                        heads,
+                        &qkv,
+                        &sequences,
+                        0.088,
+                        &unprepared,
+                        &mut buffers,
+                        &mut out,
+                    );
                 };
                 // A warm-up call (thread pool, buffers), then about a second of calls; one call
                 // where that is minutes (the reference on long sequences).

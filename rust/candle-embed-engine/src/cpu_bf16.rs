@@ -83,18 +83,12 @@ impl Rope {
         }
     }
 
-    /// Rotates one head at `position` in place.
-    fn apply(&self, head: &mut [f32], position: usize) {
-        let (cos, sin) = (
+    /// The cosines and sines of `position`.
+    fn at(&self, position: usize) -> (&[f32], &[f32]) {
+        (
             &self.cos[position * self.half..][..self.half],
             &self.sin[position * self.half..][..self.half],
-        );
-        let (lo, hi) = head.split_at_mut(self.half);
-        for i in 0..self.half {
-            let (a, b) = (lo[i], hi[i]);
-            lo[i] = a * cos[i] - b * sin[i];
-            hi[i] = b * cos[i] + a * sin[i];
-        }
+        )
     }
 }
 
@@ -204,13 +198,13 @@ impl Attention {
         let scale = 1.0 / (dim as f32).sqrt();
         // (tokens, q·dim) in bf16: the o_proj input.
         let t = Instant::now();
-        // q heads, then k heads: normed and rotated as each row is packed; v heads untouched.
-        let prepare = |token: usize, row: &mut [f32]| {
-            let pos = batch.positions[token] as usize;
-            for (i, head) in row[..(q + kv) * dim].chunks_exact_mut(dim).enumerate() {
+        // q heads, then k heads: normed and rotated as each row is packed.
+        let prepare = |token: usize, row: &[f32], qk: &mut [f32]| {
+            let (cos, sin) = rope.at(batch.positions[token] as usize);
+            let heads = row.chunks_exact(dim).zip(qk.chunks_exact_mut(dim));
+            for (i, (src, dst)) in heads.enumerate() {
                 let norm = if i < q { &self.q_norm } else { &self.k_norm };
-                norm.apply(head);
-                rope.apply(head, pos);
+                elementwise::rms_norm_rope(src, &norm.weight, norm.eps, cos, sin, dst);
             }
         };
         causal_attention(

@@ -55,9 +55,10 @@ const MAX_ROWS: usize = 32;
 /// input. `buffers` holds the bf16 copies of Q, K and V; reusing it across calls saves
 /// allocating (and page-faulting) them for every layer.
 ///
-/// `prepare(token, row)` may change a copy of each token's f32 row before it is rounded: the
-/// model's per-head norms and rotary embedding go there, so `qkv` is read once in all instead
-/// of being rewritten in place by a pass of its own. [`unprepared`] leaves rows as they are.
+/// `prepare(token, row, qk)` writes the query and key heads of a token's f32 row (its first
+/// `(q + kv)·dim` values) as they are to be rounded into `qk`: the model's per-head norms and
+/// rotary embedding go there, so `qkv` is read once in all instead of being rewritten in place
+/// by a pass of its own. [`unprepared`] copies them as they are.
 pub fn causal_attention(
     isa: Isa,
     heads: Heads,
@@ -80,11 +81,14 @@ pub fn causal_attention(
     attend(choice, heads, qkv, sequences, scale, prepare, buffers, out);
 }
 
-/// What [`causal_attention`] applies to each token's qkv row before rounding it.
-pub type Prepare<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+/// What [`causal_attention`] applies to the query and key heads of each token's qkv row before
+/// rounding them: `(token, row, qk)`, see there.
+pub type Prepare<'a> = &'a (dyn Fn(usize, &[f32], &mut [f32]) + Sync);
 
 /// A [`Prepare`] that leaves rows unchanged.
-pub fn unprepared(_token: usize, _row: &mut [f32]) {}
+pub fn unprepared(_token: usize, row: &[f32], qk: &mut [f32]) {
+    qk.copy_from_slice(&row[..qk.len()]);
+}
 
 /// Floating-point operations of causal attention (QKᵀ and PV over the lower triangle), for
 /// throughput figures.
@@ -334,12 +338,12 @@ impl Packed {
     }
 }
 
-/// One block's K and V rows in bf16, token-major (32 rows of `kv · dp`), and the f32 row being
-/// prepared: scratch for packing.
+/// One block's K and V rows in bf16, token-major (32 rows of `kv · dp`), and the prepared
+/// query and key heads of a token: scratch for packing.
 struct KvRows {
     k: Vec<bf16>,
     v: Vec<bf16>,
-    row: Vec<f32>,
+    qk: Vec<f32>,
 }
 
 impl KvRows {
@@ -348,13 +352,13 @@ impl KvRows {
         Self {
             k: vec![bf16::ZERO; len],
             v: vec![bf16::ZERO; len],
-            row: vec![0.0; (heads.q + 2 * heads.kv) * heads.dim],
+            qk: vec![0.0; (heads.q + heads.kv) * heads.dim],
         }
     }
 
-    /// Prepares and converts `tokens` (at most 32), each token's row of `qkv` copied (to L1),
-    /// prepared, and read front to back: Q straight into its packed place `q`, K and V into the
-    /// scratch rows.
+    /// Prepares and converts `tokens` (at most 32): each token's query and key heads prepared
+    /// (into L1), then Q rounded straight into its packed place `q`, K and V into the scratch
+    /// rows.
     fn load(
         &mut self,
         heads: Heads,
@@ -369,7 +373,7 @@ impl KvRows {
             dim,
         } = heads;
         let (width, dp) = ((q_heads + 2 * kv) * dim, padded_dim(dim));
-        let (k, v, src) = (&mut self.k, &mut self.v, &mut self.row);
+        let (k, v, qk) = (&mut self.k, &mut self.v, &mut self.qk);
         let rows = q
             .chunks_exact_mut(q_heads * dp)
             .zip(k.chunks_exact_mut(kv * dp))
@@ -381,12 +385,12 @@ impl KvRows {
                 v.fill(bf16::ZERO);
                 continue;
             }
-            src.copy_from_slice(&qkv[(tokens.start + t) * width..][..width]);
-            prepare(tokens.start + t, src);
-            let (src_q, src_kv) = src.split_at(q_heads * dim);
+            let src = &qkv[(tokens.start + t) * width..][..width];
+            prepare(tokens.start + t, src, qk);
+            let (src_q, src_k) = qk.split_at(q_heads * dim);
             convert_heads(src_q, q, dim, dp);
-            convert_heads(&src_kv[..kv * dim], k, dim, dp);
-            convert_heads(&src_kv[kv * dim..], v, dim, dp);
+            convert_heads(src_k, k, dim, dp);
+            convert_heads(&src[(q_heads + kv) * dim..], v, dim, dp);
         }
     }
 
@@ -966,17 +970,22 @@ mod tests {
         let (qkv, sequences) = inputs(heads, &[37, 5, 64], 9, 1.0);
         let width = (heads.q + 2 * heads.kv) * heads.dim;
         // Something token-dependent and not linear, on q and k only.
-        let change = |token: usize, row: &mut [f32]| {
-            for (i, x) in row[..(heads.q + heads.kv) * heads.dim]
-                .iter_mut()
-                .enumerate()
-            {
-                *x = (*x * (1.0 + token as f32 * 0.01) + i as f32 * 1e-3).sin();
+        let change = |token: usize, x: f32, i: usize| {
+            (x * (1.0 + token as f32 * 0.01) + i as f32 * 1e-3).sin()
+        };
+        let prepare = |token: usize, row: &[f32], qk: &mut [f32]| {
+            for (i, (out, &x)) in qk.iter_mut().zip(row).enumerate() {
+                *out = change(token, x, i);
             }
         };
         let mut before = qkv.clone();
         for (token, row) in before.chunks_exact_mut(width).enumerate() {
-            change(token, row);
+            for (i, x) in row[..(heads.q + heads.kv) * heads.dim]
+                .iter_mut()
+                .enumerate()
+            {
+                *x = change(token, *x, i);
+            }
         }
         let isa = crate::isa::best().unwrap_or(Isa::Reference);
         let mut buffers = AttentionBuffers::default();
@@ -1009,7 +1018,7 @@ mod tests {
             &qkv,
             &sequences,
             0.2,
-            &change,
+            &prepare,
             &mut buffers,
             &mut prepared,
         );

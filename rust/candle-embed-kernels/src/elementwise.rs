@@ -19,6 +19,41 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
     rms_norm_generic(x, weight, eps);
 }
 
+/// `dst = rope(rms_norm(src))` for one attention head: RMSNorm with `weight`, then the
+/// rotate-half rotary embedding with one position's `cos` and `sin` (`src.len() / 2` each). The
+/// same operations in the same order as [`rms_norm`] followed by the rotation, without the
+/// intermediate copy, so the result is bit for bit theirs.
+pub fn rms_norm_rope(
+    src: &[f32],
+    weight: &[f32],
+    eps: f32,
+    cos: &[f32],
+    sin: &[f32],
+    dst: &mut [f32],
+) {
+    let half = src.len() / 2;
+    assert!(
+        src.len().is_multiple_of(2)
+            && weight.len() == src.len()
+            && dst.len() == src.len()
+            && cos.len() == half
+            && sin.len() == half,
+        "rms_norm_rope: head of {}, weight {}, cos/sin {}/{}, out {}",
+        src.len(),
+        weight.len(),
+        cos.len(),
+        sin.len(),
+        dst.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::avx512bf16_available() {
+        // SAFETY: the CPU has AVX512F (checked with AVX512-BF16).
+        unsafe { rms_norm_rope_avx512(src, weight, eps, cos, sin, dst) };
+        return;
+    }
+    rms_norm_rope_generic(src, weight, eps, cos, sin, dst);
+}
+
 /// `silu(gate) · up`, rounded to bf16 into `out` (all three the same length).
 pub fn silu_mul_to_bf16(gate: &[f32], up: &[f32], out: &mut [bf16], scratch: &mut Vec<f32>) {
     assert!(gate.len() == up.len() && up.len() == out.len());
@@ -101,13 +136,35 @@ unsafe fn rms_norm_avx512(x: &mut [f32], weight: &[f32], eps: f32) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+unsafe fn rms_norm_rope_avx512(
+    src: &[f32],
+    weight: &[f32],
+    eps: f32,
+    cos: &[f32],
+    sin: &[f32],
+    dst: &mut [f32],
+) {
+    rms_norm_rope_generic(src, weight, eps, cos, sin, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
 unsafe fn silu_mul_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
     silu_mul(gate, up, out);
 }
 
 #[inline(always)]
 fn rms_norm_generic(x: &mut [f32], weight: &[f32], eps: f32) {
-    // Eight partial sums: lets the compiler vectorize the reduction.
+    let inv = inverse_rms(x, eps);
+    for (v, w) in x.iter_mut().zip(weight) {
+        *v = w * (*v * inv);
+    }
+}
+
+/// `1 / sqrt(mean(x²) + eps)`.
+#[inline(always)]
+fn inverse_rms(x: &[f32], eps: f32) -> f32 {
+    // Sixteen partial sums: lets the compiler vectorize the reduction.
     let mut partial = [0f32; 16];
     let mut chunks = x.chunks_exact(16);
     for chunk in &mut chunks {
@@ -117,9 +174,31 @@ fn rms_norm_generic(x: &mut [f32], weight: &[f32], eps: f32) {
     }
     let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
     let sum = partial.iter().sum::<f32>() + tail;
-    let inv = 1.0 / (sum / x.len() as f32 + eps).sqrt();
-    for (v, w) in x.iter_mut().zip(weight) {
-        *v = w * (*v * inv);
+    1.0 / (sum / x.len() as f32 + eps).sqrt()
+}
+
+#[inline(always)]
+fn rms_norm_rope_generic(
+    src: &[f32],
+    weight: &[f32],
+    eps: f32,
+    cos: &[f32],
+    sin: &[f32],
+    dst: &mut [f32],
+) {
+    let inv = inverse_rms(src, eps);
+    let half = src.len() / 2;
+    let (src_lo, src_hi) = src.split_at(half);
+    let (w_lo, w_hi) = weight.split_at(half);
+    let (lo, hi) = dst.split_at_mut(half);
+    // Zipped iterators rather than indexing: no bounds checks, so the loop vectorizes.
+    let outputs = lo.iter_mut().zip(hi.iter_mut());
+    let inputs = src_lo.iter().zip(src_hi).zip(w_lo.iter().zip(w_hi));
+    for ((((lo, hi), ((&a, &b), (&wa, &wb))), &c), &s) in outputs.zip(inputs).zip(cos).zip(sin) {
+        let a = wa * (a * inv);
+        let b = wb * (b * inv);
+        *lo = a * c - b * s;
+        *hi = b * c + a * s;
     }
 }
 
@@ -196,5 +275,28 @@ mod tests {
         for (g, w) in x.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn fused_norm_and_rope_equal_norm_then_rotation_bitwise() {
+        let dim = 128;
+        let src: Vec<f32> = crate::test_values(dim, 3).iter().map(|v| v * 5.0).collect();
+        let weight: Vec<f32> = crate::test_values(dim, 4).iter().map(|v| 1.0 + v).collect();
+        let angles: Vec<f32> = (0..dim / 2)
+            .map(|i| 37.0 / 1e4f32.powf(i as f32 / 64.0))
+            .collect();
+        let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
+        let mut want = src.clone();
+        rms_norm(&mut want, &weight, 1e-6);
+        let (lo, hi) = want.split_at_mut(dim / 2);
+        for i in 0..dim / 2 {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
+        }
+        let mut got = vec![0f32; dim];
+        rms_norm_rope(&src, &weight, 1e-6, &cos, &sin, &mut got);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
     }
 }

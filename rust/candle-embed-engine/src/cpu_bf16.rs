@@ -189,7 +189,7 @@ impl Attention {
         let Heads { q, kv, dim } = self.heads;
         let width = (q + 2 * kv) * dim;
         let tokens = batch.total_tokens();
-        s.qkv.resize(tokens * width);
+        s.qkv.resize_for_overwrite(tokens * width);
         // (tokens, (q + 2·kv)·dim)
         let t = Instant::now();
         gemm(isa, &s.normed, &self.qkv_proj, &mut s.qkv, width, false);
@@ -347,7 +347,7 @@ impl Model {
         scratch.timings = Timings::default();
         // (tokens, hidden) residual stream, f32; every row is overwritten here.
         let mut x = std::mem::take(&mut scratch.x);
-        x.resize(batch.total_tokens() * hidden);
+        x.resize_for_overwrite(batch.total_tokens() * hidden);
         x.par_chunks_exact_mut(hidden)
             .zip(batch.input_ids.par_iter())
             .for_each(|(row, &id)| {

@@ -88,11 +88,22 @@ impl<T: Plain> AlignedVec<T> {
         self.len = len;
     }
 
+    /// Sets the length to `len` for a caller that overwrites what it reads: values are whatever
+    /// the storage held. Storage too small is released before the larger one is allocated, so
+    /// growing a scratch buffer never holds old and new at once (a reallocation would, and copy).
+    pub fn resize_for_overwrite(&mut self, len: usize) {
+        let lines = (len * size_of::<T>()).div_ceil(LINE);
+        if lines > self.lines.capacity() {
+            self.lines = Vec::new();
+            self.len = 0;
+        }
+        self.resize(len);
+    }
+
     /// Sets the length to `len` with every value zero.
     pub fn clear_to(&mut self, len: usize) {
-        self.lines.clear();
-        self.len = 0;
-        self.resize(len);
+        self.resize_for_overwrite(len);
+        self.fill(T::default());
     }
 
     /// Bytes allocated.
@@ -185,6 +196,8 @@ mod tests {
         assert_eq!(&v[..3], &[1.0, 2.0, 3.0], "storage is reused, not cleared");
         v.clear_to(4);
         assert_eq!(&v[..], &[0.0; 4]);
+        v.resize_for_overwrite(1000);
+        assert_eq!((v.len(), v.as_ptr() as usize % LINE), (1000, 0));
         assert_eq!(v.as_ptr() as usize % LINE, 0);
         let s = AlignedVec::from_slice(&[half::bf16::ONE; 33]);
         assert_eq!(s.len(), 33);

@@ -300,9 +300,9 @@ impl Packed {
             mut v,
         } = buffers;
         // Every element is written below; reused buffers are only resized, not cleared.
-        q.resize(spans.len() * q_len);
-        k.resize(spans.len() * kv_len);
-        v.resize(spans.len() * kv_len);
+        q.resize_for_overwrite(spans.len() * q_len);
+        k.resize_for_overwrite(spans.len() * kv_len);
+        v.resize_for_overwrite(spans.len() * kv_len);
         q.par_chunks_mut(q_len)
             .zip(k.par_chunks_mut(kv_len))
             .zip(v.par_chunks_mut(kv_len))
@@ -561,7 +561,7 @@ impl Job<'_> {
 
         // Not zeroed: a row's first key block sets its state.
         let rows = blocks * group * KEYS;
-        state.o.resize(rows * dp);
+        state.o.resize_for_overwrite(rows * dp);
         state.l.resize(rows * LANES, 0.0);
         state.m.clear();
         state.m.resize(rows, f32::NEG_INFINITY);

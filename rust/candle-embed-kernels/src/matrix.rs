@@ -45,7 +45,8 @@ impl BfMatrix {
         self.cols = cols;
         self.stride = padded_stride(cols);
         let stride = self.stride;
-        self.data.resize(rows.next_multiple_of(BLOCK) * stride);
+        self.data
+            .resize_for_overwrite(rows.next_multiple_of(BLOCK) * stride);
         if stride > cols {
             for row in self.data[..rows * stride].chunks_exact_mut(stride) {
                 row[cols..].fill(bf16::ZERO);

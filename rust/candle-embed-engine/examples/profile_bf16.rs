@@ -57,10 +57,15 @@ fn main() -> anyhow::Result<()> {
     }
     let share = |d: Duration| 100.0 * d.as_secs_f64() / sum.total.as_secs_f64();
     let rest = sum.total.saturating_sub(sum.gemm + sum.attention);
-    let gemm_flops = 2.0 * tokens as f64 * cfg.num_hidden_layers as f64 * {
+    // Per token and layer: the qkv projection, then o_proj and the MLP, which the last layer
+    // runs for each sequence's last token only.
+    let gemm_flops = {
         let (h, d, i) = (cfg.hidden_size, cfg.head_dim(), cfg.intermediate_size);
         let (q, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        (h * (q + 2 * kv) * d + q * d * h + 2 * h * i + i * h) as f64
+        let layers = cfg.num_hidden_layers as f64;
+        let qkv = (h * (q + 2 * kv) * d) as f64 * tokens as f64 * layers;
+        let rest_rows = tokens as f64 * (layers - 1.0) + count as f64;
+        2.0 * (qkv + (q * d * h + 2 * h * i + i * h) as f64 * rest_rows)
     };
     println!(
         "{isa}: {count} sequences, {tokens} tokens in {:.2?}: {:.0} tokens/s",

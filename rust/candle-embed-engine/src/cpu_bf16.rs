@@ -9,7 +9,8 @@
 //! RMSNorm → bf16 → qkv GEMM → causal GQA attention (its packing applies the per-head RMSNorm and
 //! RoPE in f32 to each row as it rounds it to bf16) → bf16 → o_proj GEMM added into the residual →
 //! RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 → down GEMM added into the residual.
-//! The MLP runs in row chunks so its intermediate stays small.
+//! The MLP runs in row chunks so its intermediate stays small. In the last layer everything after
+//! attention runs on the pooled rows only (each sequence's last token), and so does the final norm.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -120,6 +121,8 @@ struct Scratch {
     qkv: AlignedVec<f32>,
     attention: AttentionBuffers,
     attn: BfMatrix,
+    /// The last layer's attention rows of the pooled tokens.
+    picked: BfMatrix,
     mlp_in: BfMatrix,
     mlp_mid: BfMatrix,
 }
@@ -186,6 +189,14 @@ impl Attention {
 
     /// Adds the attention output of the normed rows in `s.normed` to the residual `x`.
     fn forward(&self, isa: Isa, x: &mut [f32], rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
+        self.attend(isa, rope, batch, s);
+        let t = Instant::now();
+        gemm(isa, &s.attn, &self.o_proj, x, self.o_proj.n(), true);
+        s.timings.gemm += t.elapsed();
+    }
+
+    /// Attention of the normed rows in `s.normed`, before the output projection, into `s.attn`.
+    fn attend(&self, isa: Isa, rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
         let Heads { q, kv, dim } = self.heads;
         let width = (q + 2 * kv) * dim;
         let tokens = batch.total_tokens();
@@ -218,10 +229,6 @@ impl Attention {
             &mut s.attn,
         );
         s.timings.attention += t.elapsed();
-        let hidden = self.o_proj.n();
-        let t = Instant::now();
-        gemm(isa, &s.attn, &self.o_proj, x, hidden, true);
-        s.timings.gemm += t.elapsed();
     }
 }
 
@@ -295,6 +302,52 @@ impl DecoderLayer {
             self.mlp.forward(isa, chunk, s);
         }
     }
+
+    /// The last layer, for the pooled rows only: attention needs every token's keys and values,
+    /// but after it only the rows that are pooled (`rows`, each sequence's last token) matter,
+    /// so the output projection and the MLP run on those alone. Rows do not depend on each other
+    /// in any kernel, so this gives the same bits as the whole layer. Returns `rows × hidden`.
+    fn forward_rows(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        rope: &Rope,
+        batch: &PackedBatch,
+        rows: &[u32],
+        s: &mut Scratch,
+    ) -> Vec<f32> {
+        let hidden = self.input_layernorm.weight.len();
+        self.input_layernorm.to_bf16(x, hidden, &mut s.normed);
+        self.self_attn.attend(isa, rope, batch, s);
+        let width = s.attn.cols();
+        s.picked.reshape_for_overwrite(rows.len(), width);
+        for (i, &row) in rows.iter().enumerate() {
+            s.picked
+                .row_mut(i)
+                .copy_from_slice(s.attn.row(row as usize));
+        }
+        let mut out: Vec<f32> = rows
+            .iter()
+            .flat_map(|&row| &x[row as usize * hidden..][..hidden])
+            .copied()
+            .collect();
+        let t = Instant::now();
+        gemm(
+            isa,
+            &s.picked,
+            &self.self_attn.o_proj,
+            &mut out,
+            hidden,
+            true,
+        );
+        s.timings.gemm += t.elapsed();
+        for chunk in out.chunks_mut(MLP_ROWS * hidden) {
+            self.post_attention_layernorm
+                .to_bf16(chunk, hidden, &mut s.mlp_in);
+            self.mlp.forward(isa, chunk, s);
+        }
+        out
+    }
 }
 
 /// Qwen3 decoder without LM head, bf16 on CPU.
@@ -356,14 +409,24 @@ impl Model {
                     *d = s.to_f32();
                 }
             });
-        for layer in &self.layers {
-            layer.forward(self.isa, &mut x, &self.rope, batch, &mut scratch);
-        }
-        let pooled = batch
-            .last_rows()
-            .into_iter()
+        let rows = batch.last_rows();
+        let pooled = match self.layers.split_last() {
+            Some((last, layers)) => {
+                for layer in layers {
+                    layer.forward(self.isa, &mut x, &self.rope, batch, &mut scratch);
+                }
+                last.forward_rows(self.isa, &x, &self.rope, batch, &rows, &mut scratch)
+            }
+            None => rows
+                .iter()
+                .flat_map(|&row| &x[row as usize * hidden..][..hidden])
+                .copied()
+                .collect(),
+        };
+        let pooled = pooled
+            .chunks_exact(hidden)
             .map(|row| {
-                let mut v = x[row as usize * hidden..][..hidden].to_vec();
+                let mut v = row.to_vec();
                 self.norm.apply(&mut v);
                 v
             })

@@ -326,11 +326,7 @@ impl DecoderLayer {
                 .row_mut(i)
                 .copy_from_slice(s.attn.row(row as usize));
         }
-        let mut out: Vec<f32> = rows
-            .iter()
-            .flat_map(|&row| &x[row as usize * hidden..][..hidden])
-            .copied()
-            .collect();
+        let mut out = gather_rows(x, hidden, rows);
         let t = Instant::now();
         gemm(
             isa,
@@ -348,6 +344,14 @@ impl DecoderLayer {
         }
         out
     }
+}
+
+/// Rows `rows` of `x` (rows of `width`), one after another.
+fn gather_rows(x: &[f32], width: usize, rows: &[u32]) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&row| &x[row as usize * width..][..width])
+        .copied()
+        .collect()
 }
 
 /// Qwen3 decoder without LM head, bf16 on CPU.
@@ -417,11 +421,7 @@ impl Model {
                 }
                 last.forward_rows(self.isa, &x, &self.rope, batch, &rows, &mut scratch)
             }
-            None => rows
-                .iter()
-                .flat_map(|&row| &x[row as usize * hidden..][..hidden])
-                .copied()
-                .collect(),
+            None => gather_rows(&x, hidden, &rows),
         };
         let pooled = pooled
             .chunks_exact(hidden)

@@ -66,14 +66,6 @@ impl<T: Plain> AlignedVec<T> {
         v
     }
 
-    /// A copy of `values`.
-    pub fn from_slice(values: &[T]) -> Self {
-        let mut v = Self::new();
-        v.resize(values.len());
-        v.copy_from_slice(values);
-        v
-    }
-
     /// Sets the length to `len`, keeping the values below both lengths. Values past the old
     /// length are whatever the storage last held (zero if never written): for buffers that are
     /// overwritten anyway, reuse costs no memset.
@@ -199,7 +191,7 @@ mod tests {
         v.resize_for_overwrite(1000);
         assert_eq!((v.len(), v.as_ptr() as usize % LINE), (1000, 0));
         assert_eq!(v.as_ptr() as usize % LINE, 0);
-        let s = AlignedVec::from_slice(&[half::bf16::ONE; 33]);
+        let s = AlignedVec::<half::bf16>::zeroed(33);
         assert_eq!(s.len(), 33);
         assert_eq!(s.as_ptr() as usize % LINE, 0);
         assert_eq!(std::mem::align_of::<Aligned<[f32; 3]>>(), LINE);

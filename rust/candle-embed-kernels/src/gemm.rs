@@ -31,16 +31,11 @@ fn row_chunk(k: usize) -> usize {
 /// `C[m, n] (+)= Σ_k A[m, k] · W[n, k]` for the `A.rows() × W.n()` block of `c`, whose rows are
 /// `ldc` elements apart. With `accumulate` the product is added to what `c` holds (a residual).
 pub fn gemm(isa: Isa, a: &BfMatrix, w: &PackedWeight, c: &mut [f32], ldc: usize, accumulate: bool) {
-    let kernel = match isa {
-        Isa::Amx => Kernel::Amx,
-        Isa::Avx512Bf16 => Kernel::Avx512,
-        Isa::Reference => Kernel::Reference,
-    };
     assert!(
         isa.is_supported(),
         "gemm: the {isa} kernel cannot run on this CPU"
     );
-    run(kernel, a, w, c, ldc, accumulate);
+    run(kernel_for(isa), a, w, c, ldc, accumulate);
 }
 
 /// Floating-point operations of one `gemm` call, for throughput figures.

@@ -41,7 +41,7 @@ fn values(count: usize, seed: u32) -> Vec<f32> {
 }
 
 fn kernels() -> Vec<Isa> {
-    [Isa::Amx, Isa::Avx512Bf16]
+    [Isa::Amx, Isa::Avx512Bf16, Isa::Avx2]
         .into_iter()
         .filter(|isa| isa.is_supported())
         .collect()

@@ -1,18 +1,37 @@
-//! Best-of-N GFLOP/s of the bf16 GEMM at the 0.6B shapes, for quick tuning runs (criterion's
+//! Best-of-N GFLOP/s of the bf16 GEMM at the 0.6B shapes, for quick tuning runs, with candle's
+//! f32 matmul (the f32 path's GEMM) on the same problem beside it (criterion's
 //! `benches/kernels.rs` is the reference benchmark).
 //!
-//!     cargo run --release -p candle-embed-kernels --example gemm_gflops [amx|avx512bf16]
+//!     cargo run --release -p candle-embed-kernels --example gemm_gflops [amx|avx512bf16|avx2|reference]
+//!
+//! Without an argument: the kernel `dtype="bf16"` would use on this CPU.
 
 use std::time::Instant;
 
+use candle_core::{Device, Tensor};
 use candle_embed_kernels::{gemm, BfMatrix, Isa, PackedWeight};
 use half::bf16;
 
-fn main() {
+/// Seconds per call of `f`, best of 5 rounds of `reps` calls.
+fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    best
+}
+
+fn main() -> candle_core::Result<()> {
     let isa = match std::env::args().nth(1).as_deref() {
         Some("avx512bf16") => Isa::Avx512Bf16,
+        Some("avx2") => Isa::Avx2,
+        Some("amx") => Isa::Amx,
         Some("reference") => Isa::Reference,
-        _ => Isa::Amx,
+        _ => candle_embed_kernels::isa::best_bf16().unwrap_or(Isa::Reference),
     };
     for (name, k, n) in [
         ("qkv", 1024, 4096),
@@ -20,28 +39,31 @@ fn main() {
         ("gate_up", 1024, 6144),
         ("down", 3072, 1024),
     ] {
-        let w: Vec<bf16> = (0..n * k)
-            .map(|i| bf16::from_f32(((i * 7919) % 1000) as f32 / 1000.0 - 0.5))
+        let w_f32: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
-        let w = PackedWeight::new(&w, n, k);
-        print!("{isa} {name:8}");
-        for m in [1, 16, 128, 512, 1024, 2048, 8192] {
-            let a: Vec<f32> = (0..m * k)
+        let w_bf: Vec<bf16> = w_f32.iter().map(|&v| bf16::from_f32(v)).collect();
+        let w = PackedWeight::new(&w_bf, n, k);
+        let w_t = Tensor::from_vec(w_f32, (n, k), &Device::Cpu)?.t()?;
+        let (mut ours, mut theirs) = (String::new(), String::new());
+        for m in [1, 16, 128, 512, 2048] {
+            let a_f32: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
                 .collect();
-            let a = BfMatrix::from_f32(&a, m, k);
+            let a = BfMatrix::from_f32(&a_f32, m, k);
+            let a_t = Tensor::from_vec(a_f32, (m, k), &Device::Cpu)?;
             let mut c = candle_embed_kernels::AlignedVec::<f32>::zeroed(m * n);
-            let reps = (4e10 / (2.0 * (m * n * k) as f64)).clamp(3.0, 200.0) as usize;
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let t = Instant::now();
-                for _ in 0..reps {
-                    gemm(isa, &a, &w, &mut c, n, false);
-                }
-                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-            }
-            print!("  M={m}: {:6.0}", 2.0 * (m * n * k) as f64 / best / 1e9);
+            let flops = 2.0 * (m * n * k) as f64;
+            let reps = (2e10 / flops).clamp(2.0, 100.0) as usize;
+            let t = best_of(reps, || gemm(isa, &a, &w, &mut c, n, false));
+            let t_candle = best_of(reps, || {
+                a_t.matmul(&w_t).unwrap();
+            });
+            ours += &format!("  M={m}: {:6.0}", flops / t / 1e9);
+            theirs += &format!("  M={m}: {:6.0}", flops / t_candle / 1e9);
         }
-        println!("  GFLOP/s");
+        println!("{name:8} {isa:>10} {ours}  GFLOP/s");
+        println!("{name:8} {:>10} {theirs}  GFLOP/s", "candle f32");
     }
+    Ok(())
 }

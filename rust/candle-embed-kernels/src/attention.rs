@@ -8,12 +8,14 @@
 //! layouts the kernels multiply, so each K/V block is converted once and then read by every
 //! query head of its group.
 //!
-//! Three kernels, one arithmetic: Q, K, V and the probabilities P are rounded to bf16 (nearest
+//! Four kernels, one arithmetic: Q, K, V and the probabilities P are rounded to bf16 (nearest
 //! even), products are summed in f32, the softmax runs in f32 in base 2 (`exp2` of
 //! `scale·log2 e·q·k`), and the output is rounded to bf16 once at the end. [`Isa::Reference`] is
 //! portable scalar code; [`Isa::Avx512Bf16`] does the same operations in the same order with
-//! `vdpbf16ps` (bit for bit equal); [`Isa::Amx`] computes the two products with tiles, which sum
-//! a 32-wide dot product in their own order, and takes its softmax steps 64 keys at a time. A
+//! `vdpbf16ps` (bit for bit equal), [`Isa::Avx2`] with f32 fused multiply-adds on bf16 widened in
+//! registers (bit for bit equal too: every product is exact); [`Isa::Amx`] computes the two
+//! products with tiles, which sum a 32-wide dot product in their own order, and takes its softmax
+//! steps 64 keys at a time. A
 //! row's result depends only on its own sequence (blocks start at the sequence's first token,
 //! and no reduction crosses rows), so a text gets the same bits whatever it is packed with.
 
@@ -76,6 +78,7 @@ pub fn causal_attention(
     let choice = match isa {
         Isa::Amx => Choice::Amx,
         Isa::Avx512Bf16 => Choice::Avx512,
+        Isa::Avx2 => Choice::Avx2,
         Isa::Reference => Choice::Reference,
     };
     attend(choice, heads, qkv, sequences, scale, prepare, buffers, out);
@@ -176,6 +179,7 @@ enum Choice {
     #[cfg(test)]
     SoftAmx,
     Avx512,
+    Avx2,
     Reference,
 }
 
@@ -190,10 +194,12 @@ fn attend(
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
-    // The x86 kernels (and packing) all need AVX512-BF16, the tiles' softmax included.
-    let vector = choice != Choice::Reference;
+    // The AVX512 and AMX kernels (and their packing) need AVX512-BF16, the tiles' softmax
+    // included; AVX2 packs with the portable code.
+    let vector = !matches!(choice, Choice::Reference | Choice::Avx2);
     assert!(!vector || Isa::Avx512Bf16.is_supported());
     assert!(choice != Choice::Amx || Isa::Amx.is_supported());
+    assert!(choice != Choice::Avx2 || Isa::Avx2.is_supported());
     // With c > 0 the largest scaled score is the largest score, scaled (see the softmax).
     assert!(
         scale > 0.0 && scale.is_finite(),
@@ -522,6 +528,11 @@ impl Job<'_> {
         match self.choice {
             Choice::Reference => self.run_with(&mut Reference, task),
             #[cfg(target_arch = "x86_64")]
+            Choice::Avx2 => {
+                // SAFETY: `attend` checked AVX2 and FMA.
+                self.run_with(&mut unsafe { avx2::Avx2::new() }, task);
+            }
+            #[cfg(target_arch = "x86_64")]
             Choice::Avx512 => {
                 // SAFETY: `attend` checked AVX512-BF16.
                 self.run_with(&mut unsafe { vector::Avx512::new() }, task);
@@ -769,6 +780,8 @@ impl Kernel for Reference {
 }
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod vector;
 
 #[cfg(test)]
@@ -812,6 +825,9 @@ mod tests {
     /// Every kernel this CPU can run; the tile model only in the cheaper tests.
     fn choices(with_model: bool) -> Vec<Choice> {
         let mut all = vec![Choice::Reference];
+        if Isa::Avx2.is_supported() {
+            all.push(Choice::Avx2);
+        }
         if Isa::Avx512Bf16.is_supported() {
             all.push(Choice::Avx512);
             if with_model {
@@ -914,9 +930,10 @@ mod tests {
         }
     }
 
-    /// The AVX512-BF16 kernel does the reference's operations in the same order (products of
-    /// bf16 are exact in f32, `vdpbf16ps` adds the odd product then the even one, the exp2
-    /// polynomial is the same fused chain), so the two agree bit for bit. The AMX kernel sums a
+    /// The AVX512-BF16 and AVX2 kernels do the reference's operations in the same order
+    /// (products of bf16 are exact in f32, so `vdpbf16ps` and an FMA round where the reference's
+    /// add does; the odd product is added first; the exp2 polynomial is the same fused chain),
+    /// so they agree with it bit for bit. The AMX kernel sums a
     /// 32-wide dot product in the tiles' own order and takes its softmax steps 64 keys at a
     /// time, so its probabilities are rounded relative to other maxima: a probability can
     /// differ by a bf16 step (2^-9 relative) and an output by a bf16 step or two.
@@ -927,7 +944,7 @@ mod tests {
             let reference = run(Choice::Reference, heads, &qkv, &sequences);
             for choice in choices(true) {
                 let out = run(choice, heads, &qkv, &sequences);
-                if matches!(choice, Choice::Reference | Choice::Avx512) {
+                if matches!(choice, Choice::Reference | Choice::Avx512 | Choice::Avx2) {
                     assert_eq!(out.padded(), reference.padded(), "{choice:?} {heads:?}");
                     continue;
                 }
@@ -1028,7 +1045,7 @@ mod tests {
     #[test]
     fn empty_input_gives_empty_output() {
         let heads = heads(2, 1, 16);
-        for isa in [Isa::Reference, Isa::Avx512Bf16, Isa::Amx] {
+        for isa in [Isa::Reference, Isa::Avx2, Isa::Avx512Bf16, Isa::Amx] {
             if isa.is_supported() {
                 let mut out = BfMatrix::zeros(3, 5);
                 let mut buffers = AttentionBuffers::default();
@@ -1066,7 +1083,7 @@ mod tests {
         for (name, lens) in cases {
             let (qkv, sequences) = inputs(heads, &lens, 1, 1.0);
             let work = flops(heads, &sequences);
-            for isa in [Isa::Reference, Isa::Avx512Bf16, Isa::Amx] {
+            for isa in [Isa::Reference, Isa::Avx2, Isa::Avx512Bf16, Isa::Amx] {
                 if !isa.is_supported() || only.as_deref().is_some_and(|name| name != isa.name()) {
                     continue;
                 }

@@ -15,7 +15,7 @@ use std::ops::Range;
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::aligned::Aligned;
+use crate::aligned::{Aligned, AlignedVec};
 use crate::isa::Isa;
 use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
@@ -50,6 +50,7 @@ enum Kernel {
     #[cfg_attr(not(test), allow(dead_code))]
     SoftAmx,
     Avx512,
+    Avx2,
     Reference,
 }
 
@@ -198,6 +199,7 @@ fn kernel_for(isa: Isa) -> Kernel {
     match isa {
         Isa::Amx => Kernel::Amx,
         Isa::Avx512Bf16 => Kernel::Avx512,
+        Isa::Avx2 => Kernel::Avx2,
         Isa::Reference => Kernel::Reference,
     }
 }
@@ -261,7 +263,17 @@ unsafe fn rectangle(
             Kernel::Amx => tiled(&mut tiles::Amx::new(), a, w, sink, rows, panels),
             Kernel::SoftAmx => tiled(&mut tiles::SoftTiles::new(), a, w, sink, rows, panels),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => avx512_rows(a, w, sink, rows, panels),
+            Kernel::Avx512 => vector_rows(
+                crate::avx512::block,
+                crate::avx512::MAX_ROWS,
+                a,
+                w,
+                sink,
+                rows,
+                panels,
+            ),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2_rows(a, w, sink, rows, panels),
             Kernel::Reference => reference(a, w, sink, rows, panels),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel on another architecture"),
@@ -319,24 +331,33 @@ unsafe fn tiled<T: Tiles>(
     }
 }
 
+/// A vector block kernel (`avx512::block`): up to `max_rows` rows of A against one panel,
+/// straight into C.
 #[cfg(target_arch = "x86_64")]
-unsafe fn avx512_rows(
+type VectorBlock =
+    unsafe fn(usize, *const bf16, usize, *const bf16, usize, *mut f32, usize, usize, bool);
+
+/// The vector kernels' loop: panel by panel, `max_rows` rows at a time.
+#[cfg(target_arch = "x86_64")]
+unsafe fn vector_rows(
+    block: VectorBlock,
+    max_rows: usize,
     a: &BfMatrix,
     w: &PackedWeight,
     sink: Sink,
     rows: Range<usize>,
     panels: Range<usize>,
 ) {
-    use crate::avx512::{block, MAX_ROWS};
     let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
-    let mut scratch = [0f32; MAX_ROWS * BLOCK];
+    let mut scratch = [0f32; 8 * BLOCK];
+    debug_assert!(max_rows <= 8);
     for nb in panels {
         let panel = w.panel(nb).as_ptr();
         let cols = (n - nb * BLOCK).min(BLOCK);
-        for r in rows.clone().step_by(MAX_ROWS) {
-            let count = MAX_ROWS.min(rows.end - r);
-            // SAFETY: AVX512-BF16 was checked by the caller; rows r..r+count of A and of the
-            // sink exist, and the masked stores keep to `cols` columns.
+        for r in rows.clone().step_by(max_rows) {
+            let count = max_rows.min(rows.end - r);
+            // SAFETY: the caller checked the CPU for `block`; rows r..r+count of A and of the
+            // sink exist, and the block writes only `cols` columns of each.
             unsafe {
                 let a_ptr = a.padded().as_ptr().add(r * lda);
                 if let Sink::F32 { c, ldc, accumulate } = sink {
@@ -352,6 +373,71 @@ unsafe fn avx512_rows(
             }
         }
     }
+}
+
+/// A task's rows of A widened to f32, and one panel of their results, for the AVX2 kernel.
+#[cfg(target_arch = "x86_64")]
+#[derive(Default)]
+struct Avx2Scratch {
+    a: AlignedVec<f32>,
+    panel: AlignedVec<f32>,
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static AVX2_SCRATCH: std::cell::RefCell<Avx2Scratch> = std::cell::RefCell::default();
+}
+
+/// The AVX2 loop: the task's rows of A widened to f32 once, then panel by panel into a scratch
+/// panel (rows × 32), which goes to the sink.
+#[cfg(target_arch = "x86_64")]
+unsafe fn avx2_rows(
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
+    let width = k_blocks * BLOCK;
+    AVX2_SCRATCH.with_borrow_mut(|s| {
+        s.a.resize_for_overwrite(rows.len() * width);
+        s.panel.resize_for_overwrite(rows.len() * BLOCK);
+        for (r, dst) in rows.clone().zip(s.a.chunks_exact_mut(width)) {
+            crate::avx2::widen(&a.padded()[r * lda..][..width], dst);
+        }
+        for nb in panels {
+            let cols = (n - nb * BLOCK).min(BLOCK);
+            // SAFETY: the caller checked AVX2 and FMA; the widened rows, the panel and the
+            // scratch panel have the sizes `panel` needs.
+            unsafe {
+                crate::avx2::panel(
+                    rows.len(),
+                    s.a.as_ptr(),
+                    width,
+                    w.panel(nb).as_ptr(),
+                    k_blocks,
+                    s.panel.as_mut_ptr(),
+                );
+            }
+            match sink {
+                Sink::F32 { c, ldc, accumulate } => {
+                    for (i, sums) in s.panel.chunks_exact(BLOCK).enumerate() {
+                        // SAFETY: row `rows.start + i`, panel nb's `cols` columns lie in C and
+                        // in this task's rectangle.
+                        unsafe {
+                            let dst = c.add((rows.start + i) * ldc + nb * BLOCK);
+                            for (j, &sum) in sums[..cols].iter().enumerate() {
+                                *dst.add(j) = if accumulate { *dst.add(j) + sum } else { sum };
+                            }
+                        }
+                    }
+                }
+                // SAFETY: as above; the scratch panel's rows are 32 apart.
+                _ => unsafe { sink.finish(&s.panel, rows.start, nb, rows.len(), cols) },
+            }
+        }
+    });
 }
 
 /// Scalar code with the same arithmetic: bf16 products summed in f32, K pair by pair.
@@ -420,6 +506,9 @@ mod tests {
         let mut all = vec![Kernel::Reference, Kernel::SoftAmx];
         if Isa::Avx512Bf16.is_supported() {
             all.push(Kernel::Avx512);
+        }
+        if Isa::Avx2.is_supported() {
+            all.push(Kernel::Avx2);
         }
         if Isa::Amx.is_supported() {
             all.push(Kernel::Amx);

@@ -3,7 +3,7 @@
 //! AMX is read from CPUID leaf 7 and XCR0 (std's feature macro for it is not stable), then Linux is
 //! asked for the tile state with `arch_prctl(ARCH_REQ_XCOMP_PERM)`: without that permission the
 //! first tile instruction kills the process. `CANDLE_EMBED_CPU_KERNEL` forces a choice
-//! (`amx`, `avx512bf16`, `reference`, `none`), for tests and side-by-side comparisons.
+//! (`amx`, `avx512bf16`, `avx2`, `reference`, `none`), for tests and side-by-side comparisons.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -18,6 +18,9 @@ pub enum Isa {
     Amx,
     /// AVX512-BF16 dot products (`vdpbf16ps`).
     Avx512Bf16,
+    /// AVX2 and FMA: bf16 widened to f32 in registers (a shift), f32 fused multiply-adds. For x86
+    /// CPUs with neither of the above (most laptops, AMD Zen 2/3).
+    Avx2,
     /// Portable scalar code doing the same arithmetic (bf16 inputs, f32 sums); slow, for tests and
     /// for CPUs with neither, when bf16 is asked for explicitly.
     Reference,
@@ -28,6 +31,7 @@ impl Isa {
         match self {
             Isa::Amx => "amx",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Avx2 => "avx2",
             Isa::Reference => "reference",
         }
     }
@@ -37,6 +41,7 @@ impl Isa {
         match self {
             Isa::Amx => amx_ready(),
             Isa::Avx512Bf16 => avx512bf16_available(),
+            Isa::Avx2 => avx2_available(),
             Isa::Reference => true,
         }
     }
@@ -57,24 +62,34 @@ pub enum Selection {
     None,
 }
 
-/// The best kernel for this CPU, honouring `CANDLE_EMBED_CPU_KERNEL`; `Err` names a forced kernel
+/// The kernel for `dtype="auto"`, honouring `CANDLE_EMBED_CPU_KERNEL`: bf16 only where the CPU
+/// has AMX or AVX512-BF16, where it is several times f32's speed; `Err` names a forced kernel
 /// the CPU cannot run, or a value that is not a kernel name.
 pub fn select() -> Result<Selection, String> {
     let forced = std::env::var(KERNEL_ENV).ok();
-    select_from(forced.as_deref())
+    select_from(forced.as_deref(), best())
 }
 
-fn select_from(forced: Option<&str>) -> Result<Selection, String> {
+/// The kernel for an explicit `dtype="bf16"`, honouring `CANDLE_EMBED_CPU_KERNEL`: as
+/// [`select`], and AVX2 on CPUs with neither AMX nor AVX512-BF16 (there bf16 is faster than
+/// f32 by less, and less exact, so `auto` keeps f32).
+pub fn select_bf16() -> Result<Selection, String> {
+    let forced = std::env::var(KERNEL_ENV).ok();
+    select_from(forced.as_deref(), best_bf16())
+}
+
+fn select_from(forced: Option<&str>, unforced: Option<Isa>) -> Result<Selection, String> {
     let isa = match forced.map(str::trim) {
-        None | Some("" | "auto") => return Ok(best().map_or(Selection::None, Selection::Bf16)),
+        None | Some("" | "auto") => return Ok(unforced.map_or(Selection::None, Selection::Bf16)),
         Some("none" | "f32") => return Ok(Selection::None),
         Some("amx") => Isa::Amx,
         Some("avx512bf16") => Isa::Avx512Bf16,
+        Some("avx2") => Isa::Avx2,
         Some("reference") => Isa::Reference,
         Some(other) => {
             return Err(format!(
                 "{KERNEL_ENV}={other:?} is not a kernel; expected \"auto\", \"amx\", \
-                 \"avx512bf16\", \"reference\" or \"none\""
+                 \"avx512bf16\", \"avx2\", \"reference\" or \"none\""
             ))
         }
     };
@@ -88,11 +103,16 @@ fn select_from(forced: Option<&str>) -> Result<Selection, String> {
     }
 }
 
-/// The fastest supported kernel, if any beats f32.
+/// The fastest supported kernel that beats f32 by a wide margin (`dtype="auto"`), if any.
 pub fn best() -> Option<Isa> {
     [Isa::Amx, Isa::Avx512Bf16]
         .into_iter()
         .find(|isa| isa.is_supported())
+}
+
+/// The fastest supported bf16 kernel other than the portable reference, if any.
+pub fn best_bf16() -> Option<Isa> {
+    best().or_else(|| Some(Isa::Avx2).filter(|isa| isa.is_supported()))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -104,6 +124,16 @@ pub(crate) fn avx512bf16_available() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn avx512bf16_available() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn avx2_available() -> bool {
     false
 }
 
@@ -178,15 +208,15 @@ mod tests {
 
     #[test]
     fn forced_choices() {
-        assert_eq!(select_from(Some("none")), Ok(Selection::None));
+        assert_eq!(select_from(Some("none"), best()), Ok(Selection::None));
         assert_eq!(
-            select_from(Some("reference")),
+            select_from(Some("reference"), best()),
             Ok(Selection::Bf16(Isa::Reference))
         );
-        let err = select_from(Some("sse9")).unwrap_err();
+        let err = select_from(Some("sse9"), best()).unwrap_err();
         assert!(err.contains("\"sse9\" is not a kernel"), "{err}");
-        for isa in [Isa::Amx, Isa::Avx512Bf16] {
-            let got = select_from(Some(isa.name()));
+        for isa in [Isa::Amx, Isa::Avx512Bf16, Isa::Avx2] {
+            let got = select_from(Some(isa.name()), best());
             if isa.is_supported() {
                 assert_eq!(got, Ok(Selection::Bf16(isa)));
             } else {
@@ -196,8 +226,8 @@ mod tests {
     }
 
     #[test]
-    fn auto_prefers_amx() {
-        let auto = select_from(None).unwrap();
+    fn auto_prefers_amx_and_bf16_falls_back_to_avx2() {
+        let auto = select_from(None, best()).unwrap();
         match best() {
             Some(isa) => assert_eq!(auto, Selection::Bf16(isa)),
             None => assert_eq!(auto, Selection::None),
@@ -205,10 +235,19 @@ mod tests {
         if amx_ready() {
             assert_eq!(best(), Some(Isa::Amx));
         }
+        assert_ne!(best(), Some(Isa::Avx2), "auto never picks AVX2");
+        let expected = if best().is_some() {
+            best()
+        } else if avx2_available() {
+            Some(Isa::Avx2)
+        } else {
+            None
+        };
+        assert_eq!(best_bf16(), expected);
     }
 
-    /// The machines that build this project have AMX (`lscpu` lists amx_bf16); when /proc says
-    /// so, detection must agree, or the fast path silently goes unused.
+    /// Detection agrees with what /proc says the CPU has (the machines that build this project
+    /// have had AMX, and have been AMD Zen 3 with AVX2 only), or a fast path silently goes unused.
     #[test]
     fn detection_agrees_with_proc_cpuinfo() {
         let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
@@ -220,6 +259,7 @@ mod tests {
             .unwrap_or("");
         let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
         assert_eq!(has("avx512_bf16"), avx512bf16_available());
+        assert_eq!(has("avx2") && has("fma"), avx2_available());
         assert_eq!(
             has("amx_bf16") && has("amx_tile") && has("avx512_bf16"),
             amx_ready()

@@ -1,10 +1,13 @@
 //! bf16 CPU kernels for candle-embed, with a small interface: pack a weight once
 //! ([`PackedWeight`]), keep activations in [`BfMatrix`], multiply with [`gemm`], attend with
 //! [`attention`]. Inputs are bf16, sums are f32. Which instructions run is chosen once per process
-//! ([`isa::select`]): AMX tiles, AVX512-BF16, or portable reference code with the same arithmetic.
+//! ([`isa::select`]): AMX tiles, AVX512-BF16, AVX2 (bf16 widened to f32), or portable reference
+//! code with the same arithmetic.
 
 pub mod aligned;
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod elementwise;

@@ -6,6 +6,7 @@
 //!
 //! Without an argument: the kernel `dtype="bf16"` would use on this CPU.
 
+use std::fmt::Write;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -59,8 +60,8 @@ fn main() -> candle_core::Result<()> {
             let t_candle = best_of(reps, || {
                 a_t.matmul(&w_t).unwrap();
             });
-            ours += &format!("  M={m}: {:6.0}", flops / t / 1e9);
-            theirs += &format!("  M={m}: {:6.0}", flops / t_candle / 1e9);
+            write!(ours, "  M={m}: {:6.0}", flops / t / 1e9).unwrap();
+            write!(theirs, "  M={m}: {:6.0}", flops / t_candle / 1e9).unwrap();
         }
         println!("{name:8} {isa:>10} {ours}  GFLOP/s");
         println!("{name:8} {:>10} {theirs}  GFLOP/s", "candle f32");

@@ -15,7 +15,9 @@ use std::ops::Range;
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::aligned::{Aligned, AlignedVec};
+use crate::aligned::Aligned;
+#[cfg(target_arch = "x86_64")]
+use crate::aligned::AlignedVec;
 use crate::isa::Isa;
 use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
@@ -263,15 +265,7 @@ unsafe fn rectangle(
             Kernel::Amx => tiled(&mut tiles::Amx::new(), a, w, sink, rows, panels),
             Kernel::SoftAmx => tiled(&mut tiles::SoftTiles::new(), a, w, sink, rows, panels),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => vector_rows(
-                crate::avx512::block,
-                crate::avx512::MAX_ROWS,
-                a,
-                w,
-                sink,
-                rows,
-                panels,
-            ),
+            Kernel::Avx512 => avx512_rows(a, w, sink, rows, panels),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => avx2_rows(a, w, sink, rows, panels),
             Kernel::Reference => reference(a, w, sink, rows, panels),
@@ -331,33 +325,24 @@ unsafe fn tiled<T: Tiles>(
     }
 }
 
-/// A vector block kernel (`avx512::block`): up to `max_rows` rows of A against one panel,
-/// straight into C.
 #[cfg(target_arch = "x86_64")]
-type VectorBlock =
-    unsafe fn(usize, *const bf16, usize, *const bf16, usize, *mut f32, usize, usize, bool);
-
-/// The vector kernels' loop: panel by panel, `max_rows` rows at a time.
-#[cfg(target_arch = "x86_64")]
-unsafe fn vector_rows(
-    block: VectorBlock,
-    max_rows: usize,
+unsafe fn avx512_rows(
     a: &BfMatrix,
     w: &PackedWeight,
     sink: Sink,
     rows: Range<usize>,
     panels: Range<usize>,
 ) {
+    use crate::avx512::{block, MAX_ROWS};
     let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
-    let mut scratch = [0f32; 8 * BLOCK];
-    debug_assert!(max_rows <= 8);
+    let mut scratch = [0f32; MAX_ROWS * BLOCK];
     for nb in panels {
         let panel = w.panel(nb).as_ptr();
         let cols = (n - nb * BLOCK).min(BLOCK);
-        for r in rows.clone().step_by(max_rows) {
-            let count = max_rows.min(rows.end - r);
-            // SAFETY: the caller checked the CPU for `block`; rows r..r+count of A and of the
-            // sink exist, and the block writes only `cols` columns of each.
+        for r in rows.clone().step_by(MAX_ROWS) {
+            let count = MAX_ROWS.min(rows.end - r);
+            // SAFETY: AVX512-BF16 was checked by the caller; rows r..r+count of A and of the
+            // sink exist, and the masked stores keep to `cols` columns.
             unsafe {
                 let a_ptr = a.padded().as_ptr().add(r * lda);
                 if let Sink::F32 { c, ldc, accumulate } = sink {
@@ -434,7 +419,9 @@ unsafe fn avx2_rows(
                     }
                 }
                 // SAFETY: as above; the scratch panel's rows are 32 apart.
-                _ => unsafe { sink.finish(&s.panel, rows.start, nb, rows.len(), cols) },
+                Sink::SiluMul { .. } => unsafe {
+                    sink.finish(&s.panel, rows.start, nb, rows.len(), cols);
+                },
             }
         }
     });

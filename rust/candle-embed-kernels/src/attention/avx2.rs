@@ -89,14 +89,14 @@ unsafe fn avx2_pass(pass: &mut Pass<'_>) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_row(pass: &mut Pass<'_>, r: usize, scores: &[__m256; KEY_VECS], high: __m256i) {
     let valid = _mm256_set1_epi32(pass.valid[r].min(KEYS) as i32);
-    let key0 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let lane_keys = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
     let c = _mm256_set1_ps(pass.c);
     // Keys past the row's last visible one count as -inf, as the reference never scores them.
     let mut masked = [neg_inf; KEY_VECS];
     let mut visible = [_mm256_setzero_ps(); KEY_VECS];
     for g in 0..KEY_VECS {
-        let keys = _mm256_add_epi32(key0, _mm256_set1_epi32(8 * g as i32));
+        let keys = _mm256_add_epi32(lane_keys, _mm256_set1_epi32(8 * g as i32));
         visible[g] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(valid, keys));
         masked[g] = _mm256_blendv_ps(neg_inf, scores[g], visible[g]);
     }

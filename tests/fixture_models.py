@@ -29,21 +29,35 @@ def embed(runner: Runner, **request) -> np.ndarray:
     return runner.send_embedding_request(EmbeddingRequest(**request))
 
 
-def expected_cpu_kernel() -> Optional[str]:
-    """The bf16 CPU kernel dtype="auto" should pick on this machine, read independently of the
-    engine: from /proc/cpuinfo's flags and CANDLE_EMBED_CPU_KERNEL. None means f32 (candle)."""
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+
+
+def expected_cpu_kernel(explicit_bf16: bool = False) -> Optional[str]:
+    """The bf16 CPU kernel dtype="auto" (or, with `explicit_bf16`, dtype="bf16") should pick on
+    this machine, read independently of the engine: from /proc/cpuinfo's flags and
+    CANDLE_EMBED_CPU_KERNEL. None means f32 (candle) for "auto", an error for "bf16"."""
     forced = os.environ.get("CANDLE_EMBED_CPU_KERNEL", "auto").strip()
     if forced in ("none", "f32"):
         return None
     if forced not in ("", "auto"):
         return forced
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    flags = set(next((line for line in text.splitlines() if line.startswith("flags")), "").split())
+    flags = cpu_flags()
     if {"amx_bf16", "amx_tile", "avx512_bf16"} <= flags:
         return "amx"
     if "avx512_bf16" in flags:
         return "avx512bf16"
+    # AVX2 serves an explicit bf16 only: "auto" keeps f32 where bf16 is not several times faster.
+    if explicit_bf16 and {"avx2", "fma"} <= flags:
+        return "avx2"
     return None
+
+
+def bf16_cpu_kernel() -> Optional[str]:
+    """The kernel dtype="bf16" runs on here; None where it is refused (tests then force the
+    portable reference kernels)."""
+    return expected_cpu_kernel(explicit_bf16=True)

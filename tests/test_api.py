@@ -18,7 +18,7 @@ import pytest
 
 from candle_embed import EmbeddingArchitecture, EmbeddingRequest, Runner, Tokenizer, Which
 
-from fixture_models import GQA, MQA, embed, expected_cpu_kernel, load
+from fixture_models import GQA, MQA, bf16_cpu_kernel, cpu_flags, embed, expected_cpu_kernel, load
 
 
 TEXTS = [
@@ -108,7 +108,8 @@ def test_runner_info(request, model, expected):
     runner = request.getfixturevalue("gqa" if model == GQA else "mqa")
     info = runner.info
     kernel = expected_cpu_kernel()
-    # dtype="auto": bf16 on our kernels where the CPU has AMX or AVX512-BF16, else candle's f32.
+    # dtype="auto": bf16 on our kernels where the CPU has AMX or AVX512-BF16, else candle's f32
+    # (AVX2 alone serves an explicit dtype="bf16" only).
     assert info["dtype"] == ("bf16" if kernel else "f32")
     assert info["kernel"] == (kernel or "candle")
     assert info["device"] == "cpu"
@@ -336,13 +337,15 @@ def test_explicit_dtype_equals_auto(gqa):
     np.testing.assert_array_equal(embed(runner, input=TEXTS), embed(gqa, input=TEXTS))
 
 
-def test_forced_kernels_agree(monkeypatch, gqa):
-    """Every bf16 kernel the CPU can run (AVX512-BF16, the portable reference) gives the
-    default kernel's vectors, up to the effects of f32 summation order."""
-    want = embed(gqa, input=TEXTS)
-    for kernel in ("avx512bf16", "reference"):
-        if kernel == "avx512bf16" and expected_cpu_kernel() not in ("amx", "avx512bf16"):
-            continue
+def test_forced_kernels_agree(monkeypatch):
+    """Every bf16 kernel the CPU can run (AVX512-BF16, AVX2, the portable reference) gives the
+    vectors of the kernel dtype="bf16" picks by itself, up to the effects of f32 summation order."""
+    if bf16_cpu_kernel() is None:
+        monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "reference")
+    want = embed(Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16")), input=TEXTS)
+    flags = cpu_flags()
+    runnable = {"avx512bf16": "avx512_bf16" in flags, "avx2": {"avx2", "fma"} <= flags, "reference": True}
+    for kernel in [name for name, ok in runnable.items() if ok]:
         monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
         runner = Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
         assert runner.info["kernel"] == kernel
@@ -350,6 +353,17 @@ def test_forced_kernels_agree(monkeypatch, gqa):
         # bf16 values where activations are re-rounded (2^-9 relative), which moves a unit vector
         # by up to ~1e-3 (measured: 6.6e-4); a wrong kernel would be off by the vectors' scale.
         np.testing.assert_allclose(embed(runner, input=TEXTS), want, atol=2e-3, rtol=0)
+
+
+def test_bf16_runs_on_the_best_kernel_the_cpu_has():
+    # dtype="bf16" asks for bf16 even where "auto" would keep f32: AVX2 CPUs get the AVX2 kernel.
+    kernel = bf16_cpu_kernel()
+    if kernel is None:
+        with pytest.raises(ValueError):
+            Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
+        return
+    info = Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16")).info
+    assert (info["dtype"], info["kernel"]) == ("bf16", kernel)
 
 
 # --- the command line ------------------------------------------------------------------------

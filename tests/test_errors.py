@@ -21,7 +21,7 @@ import pytest
 import candle_embed
 from candle_embed import CandleEmbedError, EmbeddingRequest, Runner, Tokenizer, Which
 
-from fixture_models import GQA, MQA, SHARDED, embed, expected_cpu_kernel, load
+from fixture_models import GQA, MQA, SHARDED, bf16_cpu_kernel, embed, load
 
 
 LONG_TEXT = "the quick brown fox jumps over the lazy dog " * 40
@@ -434,13 +434,13 @@ def edit_weights(tmp_path: Path, edit) -> Path:
     return model
 
 
-# Both loaders: candle's memory-mapped VarBuilder (f32) and the bf16 path's tensor reader ("auto"
-# on CPUs with AMX / AVX512-BF16; the reference kernels elsewhere).
+# Both loaders: candle's memory-mapped VarBuilder (f32) and the bf16 path's tensor reader (our
+# kernels on CPUs with AMX, AVX512-BF16 or AVX2; the reference kernels elsewhere).
 LOADERS = pytest.mark.parametrize("dtype", ["f32", "bf16"])
 
 
 def load_as(model: Path, dtype: str, monkeypatch) -> Runner:
-    if dtype == "bf16" and expected_cpu_kernel() is None:
+    if dtype == "bf16" and bf16_cpu_kernel() is None:
         monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "reference")
     return Runner(which=Which.Embedding(model_id=str(model), dtype=dtype))
 
@@ -544,11 +544,11 @@ def test_f16_on_cpu(dtype):
 
 
 def test_bf16_on_cpu_without_a_bf16_kernel(monkeypatch):
-    # "none" stands in for a CPU with neither AMX nor AVX512-BF16.
+    # "none" stands in for a CPU with none of AMX, AVX512-BF16 and AVX2.
     monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "none")
     with pytest.raises(ValueError) as err:
         Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
-    says(err, '"bf16"', "needs AMX or AVX512-BF16", '"f32"', "CANDLE_EMBED_CPU_KERNEL=reference")
+    says(err, '"bf16"', "needs AMX, AVX512-BF16 or AVX2", '"f32"', "CANDLE_EMBED_CPU_KERNEL=reference")
     # dtype="auto" falls back to candle's f32 there.
     info = Runner(which=Which.Embedding(model_id=str(GQA))).info
     assert (info["dtype"], info["kernel"]) == ("f32", "candle")
@@ -558,13 +558,13 @@ def test_forced_kernel_that_is_not_a_kernel(monkeypatch):
     monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "sse9")
     with pytest.raises(ValueError) as err:
         Runner(which=Which.Embedding(model_id=str(GQA)))
-    says(err, "CANDLE_EMBED_CPU_KERNEL", '"sse9"', '"amx"', '"avx512bf16"', '"reference"', '"none"')
+    says(err, "CANDLE_EMBED_CPU_KERNEL", '"sse9"', '"amx"', '"avx512bf16"', '"avx2"', '"reference"', '"none"')
 
 
-@pytest.mark.parametrize("kernel", ["amx", "avx512bf16"])
+@pytest.mark.parametrize("kernel", ["amx", "avx512bf16", "avx2"])
 def test_forced_kernel_the_cpu_lacks(monkeypatch, kernel):
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if {"amx": "amx_bf16", "avx512bf16": "avx512_bf16"}[kernel] in flags:
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    if {"amx": "amx_bf16", "avx512bf16": "avx512_bf16", "avx2": "avx2"}[kernel] in flags:
         pytest.skip(f"this CPU has {kernel}; the refusal is for CPUs without it")
     monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
     with pytest.raises(ValueError) as err:

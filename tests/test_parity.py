@@ -19,7 +19,7 @@ import pytest
 
 from candle_embed import EmbeddingRequest, Runner, Which
 
-from fixture_models import expected_cpu_kernel
+from fixture_models import bf16_cpu_kernel
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = ("gqa-bf16", "mqa-f16-prefix", "mha-f32-sharded")
@@ -58,7 +58,7 @@ def runners():
         if (model, dtype) not in loaded:
             model_dir = FIXTURES / "models" / model
             mp = pytest.MonkeyPatch()
-            if dtype == "bf16" and expected_cpu_kernel() is None:
+            if dtype == "bf16" and bf16_cpu_kernel() is None:
                 mp.setenv("CANDLE_EMBED_CPU_KERNEL", "reference")
             try:
                 runner = Runner(which=Which.Embedding(model_id=str(model_dir), dtype=dtype))

@@ -46,7 +46,8 @@ pub struct Compute {
 }
 
 /// The compute dtype for `spec` on `device`. `"auto"` is bf16 on GPUs, and on CPUs that have AMX
-/// or AVX512-BF16 (our kernels, f32 sums); f32 on other CPUs and on Metal.
+/// or AVX512-BF16 (our kernels, f32 sums); f32 on other CPUs and on Metal. `"bf16"` on a CPU
+/// also runs on AVX2.
 pub fn parse_compute(spec: &str, device: &Device) -> Result<Compute> {
     let candle = |dtype| {
         Ok(Compute {
@@ -88,15 +89,15 @@ pub fn parse_compute(spec: &str, device: &Device) -> Result<Compute> {
             "dtype {spec:?} is not supported on CPU; use \"bf16\", \"f32\" or \"auto\""
         )));
     }
-    match cpu_selection()? {
+    match candle_embed_kernels::isa::select_bf16().map_err(EngineError::invalid)? {
         Selection::Bf16(isa) => Ok(Compute {
             dtype,
             cpu_kernel: Some(isa),
         }),
         Selection::None => Err(EngineError::Unsupported(format!(
-            "dtype {spec:?} on CPU needs AMX or AVX512-BF16, which this CPU lacks (or {KERNEL_ENV} \
-             is \"none\"); use \"f32\" or \"auto\", or set {KERNEL_ENV}=reference for slow \
-             portable bf16"
+            "dtype {spec:?} on CPU needs AMX, AVX512-BF16 or AVX2, which this CPU lacks (or \
+             {KERNEL_ENV} is \"none\"); use \"f32\" or \"auto\", or set {KERNEL_ENV}=reference \
+             for slow portable bf16"
         ))),
     }
 }
@@ -135,6 +136,10 @@ mod tests {
             Ok(Selection::Bf16(isa)) => Some(isa),
             _ => None,
         };
+        let bf16 = match candle_embed_kernels::isa::select_bf16() {
+            Ok(Selection::Bf16(isa)) => Some(isa),
+            _ => None,
+        };
         let auto = cpu("auto").unwrap();
         assert_eq!(auto.cpu_kernel, fast);
         assert_eq!(
@@ -152,7 +157,10 @@ mod tests {
                 cpu_kernel: None
             }
         );
-        assert_eq!(cpu("bf16").is_ok(), fast.is_some());
+        assert_eq!(cpu("bf16").ok().and_then(|c| c.cpu_kernel), bf16);
+        if fast.is_some() {
+            assert_eq!(bf16, fast);
+        }
         assert!(cpu("f16")
             .unwrap_err()
             .to_string()

@@ -2,7 +2,7 @@
 //! numbers. The pipeline, one module per stage:
 //!
 //! [`source`] (find files) → [`config`] / [`weights`] → [`tokenize`] (with [`prompt`]) →
-//! [`pack`] → [`model`] (forward; [`cpu_bf16`] on CPUs with AMX / AVX512-BF16) → [`pool`] (last token, Matryoshka, L2) → [`embedder`] (the whole).
+//! [`pack`] → [`model`] (forward; [`cpu_bf16`] for bf16 on CPUs with AMX / AVX512-BF16 / AVX2) → [`pool`] (last token, Matryoshka, L2) → [`embedder`] (the whole).
 
 pub mod config;
 pub mod cpu_bf16;

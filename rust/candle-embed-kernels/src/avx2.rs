@@ -110,9 +110,9 @@ pub(crate) fn widen(src: &[bf16], dst: &mut [f32]) {
     }
 }
 
-/// The even and odd bf16 of 8 packed pairs, as f32.
+/// The even and odd bf16 of 8 packed pairs, as f32 (`high` holds 0xFFFF_0000 in every lane).
 #[inline(always)]
-fn split(words: __m256i, high: __m256i) -> (__m256, __m256) {
+pub(crate) fn split(words: __m256i, high: __m256i) -> (__m256, __m256) {
     // SAFETY: plain integer ops on registers; AVX2 is enabled in every caller.
     unsafe {
         (

@@ -22,7 +22,7 @@ pub enum Isa {
     /// CPUs with neither of the above (most laptops, AMD Zen 2/3).
     Avx2,
     /// Portable scalar code doing the same arithmetic (bf16 inputs, f32 sums); slow, for tests and
-    /// for CPUs with neither, when bf16 is asked for explicitly.
+    /// for CPUs with none of the above, when forced.
     Reference,
 }
 

@@ -16,6 +16,7 @@ use std::arch::x86_64::{
 };
 
 use super::{exp2, Kernel, Pass, EXP2_MIN, EXP2_POLY, KEYS, LANES};
+use crate::avx2::split;
 
 /// The AVX2 kernel; only made where the CPU has AVX2 and FMA.
 pub(super) struct Avx2(());
@@ -163,18 +164,6 @@ unsafe fn softmax_row(pass: &mut Pass<'_>, r: usize, scores: &[__m256; KEY_VECS]
                 _mm256_storeu_ps(o.add(d + 8 * i), *acc);
             }
         }
-    }
-}
-
-/// The even and odd bf16 of 8 packed pairs, as f32.
-#[inline(always)]
-fn split(words: __m256i, high: __m256i) -> (__m256, __m256) {
-    // SAFETY: plain integer ops on registers; AVX2 is enabled in every caller.
-    unsafe {
-        (
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(words)),
-            _mm256_castsi256_ps(_mm256_and_si256(words, high)),
-        )
     }
 }
 

@@ -98,7 +98,7 @@ fn forward(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch.total_tokens() as u64));
         let id = BenchmarkId::new(name, format!("{}tok", batch.total_tokens()));
         group.bench_with_input(id, &batch, |b, batch| {
-            b.iter(|| model.forward(black_box(batch)).expect("forward"));
+            b.iter(|| model.hidden_states(black_box(batch)).expect("forward"));
         });
     }
     group.finish();

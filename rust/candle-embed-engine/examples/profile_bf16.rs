@@ -1,19 +1,54 @@
 //! Where the bf16 CPU forward pass spends its time: GEMM, attention, the rest, on packed batches
 //! shaped like the end-to-end benchmark's corpus (log-normal lengths around a median of 60
 //! tokens, 5 to 500, batches of at most 8192 tokens). Token ids are random: speed does not
-//! depend on them.
+//! depend on them. The decoder's `gemm` and `attention` tracing spans are timed by a small
+//! layer here; the production path carries no timers.
 //!
 //!     python3 scripts/make_bench_model.py
 //!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random [sequences]
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use candle_embed_engine::cpu_bf16::{Model, Timings};
-use candle_embed_engine::pack::{plan_batches, PackedBatch};
+use candle_embed_engine::cpu_bf16::Model;
+use candle_embed_engine::decoder::Decoder;
+use candle_embed_engine::pack::{PackedBatch, TokenBudget};
 use candle_embed_engine::weights::{local_files, WeightReader};
 use candle_embed_engine::Config;
+use tracing::span;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+/// Sums the time spent inside spans, by span name (the outermost of nested same-named spans).
+#[derive(Default)]
+struct SpanTimes {
+    totals: Mutex<HashMap<&'static str, Duration>>,
+}
+
+struct Entered(Instant);
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for &'static SpanTimes {
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Entered(Instant::now()));
+        }
+    }
+
+    fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(Entered(at)) = span.extensions_mut().remove::<Entered>() {
+                *self.totals.lock().unwrap().entry(span.name()).or_default() += at.elapsed();
+            }
+        }
+    }
+}
 
 fn main() -> anyhow::Result<()> {
+    let times: &'static SpanTimes = Box::leak(Box::default());
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times))?;
+
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(
         args.next()
@@ -45,18 +80,27 @@ fn main() -> anyhow::Result<()> {
     let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
     let tokens: usize = lengths.iter().sum();
 
-    // One warm-up pass on the first batch.
-    let batches = plan_batches(&lengths, 8192);
-    model.forward_last(&PackedBatch::new(&sequences[batches[0].clone()]));
-    let mut sum = Timings::default();
+    // One warm-up pass on the first batch, then the clock and the span sums start from zero.
+    let batches = TokenBudget::new(8192).plan(&lengths);
+    model.forward(&PackedBatch::new(&sequences[batches[0].clone()]))?;
+    times.totals.lock().unwrap().clear();
+    let started = Instant::now();
     for group in batches {
-        let (_, t) = model.forward_last_timed(&PackedBatch::new(&sequences[group]));
-        sum.gemm += t.gemm;
-        sum.attention += t.attention;
-        sum.total += t.total;
+        model.forward(&PackedBatch::new(&sequences[group]))?;
     }
-    let share = |d: Duration| 100.0 * d.as_secs_f64() / sum.total.as_secs_f64();
-    let rest = sum.total.saturating_sub(sum.gemm + sum.attention);
+    let total = started.elapsed();
+    let spent = |name| {
+        times
+            .totals
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or_default()
+    };
+    let (gemm, attention) = (spent("gemm"), spent("attention"));
+    let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64();
+    let rest = total.saturating_sub(gemm + attention);
     // Per token and layer: the qkv projection, then o_proj and the MLP, which the last layer
     // runs for each sequence's last token only.
     let gemm_flops = {
@@ -68,18 +112,15 @@ fn main() -> anyhow::Result<()> {
         2.0 * (qkv + (q * d * h + 2 * h * i + i * h) as f64 * rest_rows)
     };
     println!(
-        "{isa}: {count} sequences, {tokens} tokens in {:.2?}: {:.0} tokens/s",
-        sum.total,
-        tokens as f64 / sum.total.as_secs_f64()
+        "{isa}: {count} sequences, {tokens} tokens in {total:.2?}: {:.0} tokens/s",
+        tokens as f64 / total.as_secs_f64()
     );
     println!(
-        "  gemm {:.2?} ({:.0}%, {:.0} GFLOP/s)  attention {:.2?} ({:.0}%)  rest {:.2?} ({:.0}%)",
-        sum.gemm,
-        share(sum.gemm),
-        gemm_flops / sum.gemm.as_secs_f64() / 1e9,
-        sum.attention,
-        share(sum.attention),
-        rest,
+        "  gemm {gemm:.2?} ({:.0}%, {:.0} GFLOP/s)  attention {attention:.2?} ({:.0}%)  rest \
+         {rest:.2?} ({:.0}%)",
+        share(gemm),
+        gemm_flops / gemm.as_secs_f64() / 1e9,
+        share(attention),
         share(rest)
     );
     Ok(())

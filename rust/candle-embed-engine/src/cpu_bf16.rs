@@ -11,9 +11,12 @@
 //! RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 → down GEMM added into the residual.
 //! The MLP runs in row chunks so its intermediate stays small. In the last layer everything after
 //! attention runs on the pooled rows only (each sequence's last token), and so does the final norm.
+//!
+//! The GEMMs and attention run inside `trace`-level spans named `gemm` and `attention`, for
+//! profilers (`examples/profile_bf16.rs`); without a subscriber that wants them they cost a
+//! branch.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use candle_embed_kernels::attention::{causal_attention, AttentionBuffers, Heads};
 use candle_embed_kernels::{
@@ -23,8 +26,10 @@ use half::bf16;
 use rayon::prelude::*;
 
 use crate::config::Config;
+use crate::decoder::Decoder;
 use crate::error::Result;
 use crate::pack::PackedBatch;
+use crate::pool::Pooled;
 use crate::weights::WeightReader;
 
 /// Rows per MLP chunk: its `rows × intermediate` bf16 stays at ~6 MB for the 0.6B shape.
@@ -93,17 +98,6 @@ impl Rope {
     }
 }
 
-/// Where a forward pass spent its time.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Timings {
-    /// The four GEMMs of every layer (SiLU·up included: it is fused into the gate/up GEMM).
-    pub gemm: Duration,
-    /// Attention, with the q/k norms and RoPE it applies while packing.
-    pub attention: Duration,
-    /// Wall time of the whole pass; the rest is the input norms, conversions, embedding lookup.
-    pub total: Duration,
-}
-
 /// Batches up to this many tokens leave their buffers to the next pass (about 0.6 GB for the
 /// 0.6B shape at the limit); a longer one, such as a single 32k-token text, frees them.
 const KEEP_TOKENS: usize = 16_384;
@@ -113,7 +107,6 @@ const KEEP_TOKENS: usize = 16_384;
 /// faulting in the attention buffers for every layer took 15% of the whole pass).
 #[derive(Default)]
 struct Scratch {
-    timings: Timings,
     /// `(tokens, hidden)` residual stream.
     x: AlignedVec<f32>,
     normed: BfMatrix,
@@ -190,9 +183,8 @@ impl Attention {
     /// Adds the attention output of the normed rows in `s.normed` to the residual `x`.
     fn forward(&self, isa: Isa, x: &mut [f32], rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
         self.attend(isa, rope, batch, s);
-        let t = Instant::now();
+        let _gemm = tracing::trace_span!("gemm").entered();
         gemm(isa, &s.attn, &self.o_proj, x, self.o_proj.n(), true);
-        s.timings.gemm += t.elapsed();
     }
 
     /// Attention of the normed rows in `s.normed`, before the output projection, into `s.attn`.
@@ -202,13 +194,12 @@ impl Attention {
         let tokens = batch.total_tokens();
         s.qkv.resize_for_overwrite(tokens * width);
         // (tokens, (q + 2·kv)·dim)
-        let t = Instant::now();
-        gemm(isa, &s.normed, &self.qkv_proj, &mut s.qkv, width, false);
-        s.timings.gemm += t.elapsed();
+        tracing::trace_span!("gemm")
+            .in_scope(|| gemm(isa, &s.normed, &self.qkv_proj, &mut s.qkv, width, false));
         let ranges: Vec<_> = batch.ranges().collect();
         let scale = 1.0 / (dim as f32).sqrt();
         // (tokens, q·dim) in bf16: the o_proj input.
-        let t = Instant::now();
+        let _attention = tracing::trace_span!("attention").entered();
         // q heads, then k heads: normed and rotated as each row is packed.
         let prepare = |token: usize, row: &[f32], qk: &mut [f32]| {
             let (cos, sin) = rope.at(batch.positions[token] as usize);
@@ -228,7 +219,6 @@ impl Attention {
             &mut s.attention,
             &mut s.attn,
         );
-        s.timings.attention += t.elapsed();
     }
 }
 
@@ -255,7 +245,7 @@ impl Mlp {
 
     /// Adds `down(silu(gate(n)) · up(n))` of the normed rows `s.mlp_in` to the residual rows `x`.
     fn forward(&self, isa: Isa, x: &mut [f32], s: &mut Scratch) {
-        let t = Instant::now();
+        let _gemm = tracing::trace_span!("gemm").entered();
         // (rows, intermediate) in bf16: the down projection's input.
         gemm_silu_mul(
             isa,
@@ -266,7 +256,6 @@ impl Mlp {
         );
         let hidden = self.down_proj.n();
         gemm(isa, &s.mlp_mid, &self.down_proj, x, hidden, true);
-        s.timings.gemm += t.elapsed();
     }
 }
 
@@ -327,16 +316,16 @@ impl DecoderLayer {
                 .copy_from_slice(s.attn.row(row as usize));
         }
         let mut out = gather_rows(x, hidden, rows);
-        let t = Instant::now();
-        gemm(
-            isa,
-            &s.picked,
-            &self.self_attn.o_proj,
-            &mut out,
-            hidden,
-            true,
-        );
-        s.timings.gemm += t.elapsed();
+        tracing::trace_span!("gemm").in_scope(|| {
+            gemm(
+                isa,
+                &s.picked,
+                &self.self_attn.o_proj,
+                &mut out,
+                hidden,
+                true,
+            );
+        });
         for chunk in out.chunks_mut(MLP_ROWS * hidden) {
             self.post_attention_layernorm
                 .to_bf16(chunk, hidden, &mut s.mlp_in);
@@ -392,16 +381,9 @@ impl Model {
     }
 
     /// The final (normed) hidden state of each sequence's last token, in order.
-    pub fn forward_last(&self, batch: &PackedBatch) -> Vec<Vec<f32>> {
-        self.forward_last_timed(batch).0
-    }
-
-    /// [`Self::forward_last`], with where the time went.
-    pub fn forward_last_timed(&self, batch: &PackedBatch) -> (Vec<Vec<f32>>, Timings) {
-        let started = Instant::now();
+    fn pooled(&self, batch: &PackedBatch) -> Pooled {
         let hidden = self.hidden;
         let mut scratch = self.kept.take();
-        scratch.timings = Timings::default();
         // (tokens, hidden) residual stream, f32; every row is overwritten here.
         let mut x = std::mem::take(&mut scratch.x);
         x.resize_for_overwrite(batch.total_tokens() * hidden);
@@ -414,7 +396,7 @@ impl Model {
                 }
             });
         let rows = batch.last_rows();
-        let pooled = match self.layers.split_last() {
+        let mut pooled = match self.layers.split_last() {
             Some((last, layers)) => {
                 for layer in layers {
                     layer.forward(self.isa, &mut x, &self.rope, batch, &mut scratch);
@@ -423,20 +405,19 @@ impl Model {
             }
             None => gather_rows(&x, hidden, &rows),
         };
-        let pooled = pooled
-            .chunks_exact(hidden)
-            .map(|row| {
-                let mut v = row.to_vec();
-                self.norm.apply(&mut v);
-                v
-            })
-            .collect();
+        for row in pooled.chunks_exact_mut(hidden) {
+            self.norm.apply(row);
+        }
         scratch.x = x;
-        scratch.timings.total = started.elapsed();
-        let timings = scratch.timings;
         if batch.total_tokens() <= KEEP_TOKENS {
             self.kept.put(scratch);
         }
-        (pooled, timings)
+        Pooled::new(pooled, hidden)
+    }
+}
+
+impl Decoder for Model {
+    fn forward(&self, batch: &PackedBatch) -> Result<Pooled> {
+        Ok(self.pooled(batch))
     }
 }

@@ -1,18 +1,23 @@
-//! The embedder: loads a model once, then runs requests through the pipeline
-//! tokenize → pack → forward → pool → normalize. Shared by the Python bindings, the Rust SDK and
-//! the server; `&self` methods, so one instance serves many threads.
+//! The embedder: loads a model once, then runs requests through the stages
+//! [`prepare`](Embedder::prepare) → [`forward_all`] (pack, forward, pool) →
+//! [`Output::finish`](crate::output::Output::finish). Python and the Rust SDK call
+//! [`Embedder::embed`], which chains them; the server calls the same stages with its batching
+//! scheduler in the middle. `&self` methods, so one instance serves many threads.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 
 use crate::config::{Config, EmbeddingArchitecture};
 use crate::cpu_bf16;
+use crate::decoder::{forward_all, Decoder};
 use crate::device::{parse_compute, parse_device};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
-use crate::pack::{plan_batches, PackedBatch};
-use crate::pool;
+use crate::output::Embeddings;
+use crate::pack::TokenBudget;
+use crate::prepare::{self, Limits, Prepared};
 use crate::prompt::Prompts;
 use crate::request::EmbeddingRequest;
 use crate::source::ModelSource;
@@ -51,20 +56,6 @@ impl EmbedderOptions {
     }
 }
 
-/// The vectors of one request, in input order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Embeddings {
-    pub vectors: Vec<Vec<f32>>,
-    /// Tokens each input was embedded with (after truncation, `<|endoftext|>` included).
-    pub token_counts: Vec<usize>,
-}
-
-impl Embeddings {
-    pub fn prompt_tokens(&self) -> usize {
-        self.token_counts.iter().sum()
-    }
-}
-
 /// What a loaded model is, for logs, `/info` and the Python `Runner.info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -75,7 +66,7 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     pub dtype: DType,
     pub storage_dtype: DType,
-    /// What does the matmuls: `amx`, `avx512bf16` or `reference` (our bf16 CPU kernels), or
+    /// What does the matmuls: `amx`, `avx512bf16`, `avx2` or `reference` (our bf16 CPU kernels), or
     /// `candle` (candle's own ops: f32 on CPU, and every GPU).
     pub kernel: String,
     pub device: String,
@@ -84,15 +75,9 @@ pub struct ModelInfo {
     pub prompt_names: Vec<String>,
 }
 
-/// The forward pass in use.
-enum Forward {
-    Candle(Model),
-    CpuBf16(cpu_bf16::Model),
-}
-
 /// A loaded embedding model.
 pub struct Embedder {
-    model: Forward,
+    decoder: Arc<dyn Decoder>,
     tokenizer: EmbeddingTokenizer,
     config: Config,
     prompts: Option<Prompts>,
@@ -131,11 +116,14 @@ impl Embedder {
             .map(Prompts::from_file)
             .transpose()?;
 
-        let (model, storage_dtype) = if let Some(isa) = compute.cpu_kernel {
+        let (decoder, storage_dtype): (Arc<dyn Decoder>, _) = if let Some(isa) = compute.cpu_kernel
+        {
             let reader = weights::WeightReader::open(&files.weights)?;
             let storage = reader.dtype("embed_tokens.weight")?;
-            let model = cpu_bf16::Model::new(&config, &reader, isa)?;
-            (Forward::CpuBf16(model), storage)
+            (
+                Arc::new(cpu_bf16::Model::new(&config, &reader, isa)?),
+                storage,
+            )
         } else {
             let (vb, storage) = weights::var_builder(&files.weights, dtype, &device)?;
             let dir = files.weights[0]
@@ -144,7 +132,7 @@ impl Embedder {
                 .to_owned();
             let model =
                 Model::new(&config, vb).map_err(|source| EngineError::Weights { dir, source })?;
-            (Forward::Candle(model), storage)
+            (Arc::new(model), storage)
         };
         let kernel = compute
             .cpu_kernel
@@ -180,7 +168,7 @@ impl Embedder {
             started.elapsed()
         );
         Ok(Self {
-            model,
+            decoder,
             tokenizer,
             config,
             prompts,
@@ -196,56 +184,40 @@ impl Embedder {
         &self.config
     }
 
-    /// The token sequences the model is fed for `request`, in input order.
-    pub fn tokenize(&self, request: &EmbeddingRequest) -> Result<Vec<Vec<u32>>> {
-        self.tokenizer.encode_request(
+    /// What requests are checked against.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_length: self.info.max_length,
+            vocab_size: self.config.vocab_size,
+            hidden_size: self.info.hidden_size,
+        }
+    }
+
+    /// The token budget of one forward pass.
+    pub fn budget(&self) -> TokenBudget {
+        TokenBudget::new(self.info.max_batch_tokens)
+    }
+
+    /// The forward pass, for callers that form their own batches (the server's scheduler).
+    pub fn decoder(&self) -> Arc<dyn Decoder> {
+        Arc::clone(&self.decoder)
+    }
+
+    /// Stage one: `request` checked against this model and tokenized, with its output plan.
+    pub fn prepare(&self, request: &EmbeddingRequest) -> Result<Prepared> {
+        prepare::prepare(
             request,
+            &self.tokenizer,
             self.prompts.as_ref(),
-            self.info.max_length,
-            self.config.vocab_size,
+            &self.limits(),
         )
     }
 
-    /// Checks the request's output options before any work is done.
-    pub fn check_output(&self, request: &EmbeddingRequest) -> Result<()> {
-        match request.dimensions {
-            Some(d) if d == 0 || d > self.info.hidden_size => Err(EngineError::invalid(format!(
-                "dimensions must be between 1 and {} (the model's hidden size), got {d}",
-                self.info.hidden_size
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Embeds every input of `request`.
+    /// Embeds every input of `request`: prepare, forward in budget-sized passes, finish.
     pub fn embed(&self, request: &EmbeddingRequest) -> Result<Embeddings> {
-        self.check_output(request)?;
-        let sequences = self.tokenize(request)?;
-        let mut vectors = self.embed_sequences(&sequences)?;
-        for v in &mut vectors {
-            pool::finish(v, request.dimensions, request.normalize);
-        }
-        Ok(Embeddings {
-            vectors,
-            token_counts: sequences.iter().map(Vec::len).collect(),
-        })
-    }
-
-    /// Raw pooled hidden states (not normalized) of already tokenized sequences, in order.
-    pub fn embed_sequences(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
-        let mut vectors = Vec::with_capacity(sequences.len());
-        for group in plan_batches(&lengths, self.info.max_batch_tokens) {
-            let batch = PackedBatch::new(&sequences[group]);
-            match &self.model {
-                Forward::Candle(model) => {
-                    let hidden = model.forward(&batch)?;
-                    vectors.extend(pool::to_vectors(&pool::last_token(&hidden, &batch)?)?);
-                }
-                Forward::CpuBf16(model) => vectors.extend(model.forward_last(&batch)),
-            }
-        }
-        Ok(vectors)
+        let prepared = self.prepare(request)?;
+        let pooled = forward_all(&*self.decoder, &prepared.sequences, self.budget())?;
+        Ok(prepared.output.finish(pooled, prepared.token_counts()))
     }
 }
 

@@ -3,12 +3,18 @@
 
 use std::path::PathBuf;
 
+use crate::request::Field;
+
 /// Everything that can go wrong between a model id and a vector.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The request itself is wrong (empty input, dimensions out of range, too long, ...).
-    #[error("{0}")]
-    InvalidRequest(String),
+    /// The request itself is wrong (empty input, dimensions out of range, too long, ...), or an
+    /// option given at load is. `field` is the request field at fault, if it is one.
+    #[error("{message}")]
+    InvalidRequest {
+        field: Option<Field>,
+        message: String,
+    },
 
     /// A required file is not where it should be.
     #[error("{what} not found: {}", path.display())]
@@ -75,7 +81,26 @@ fn without_backtrace(err: &candle_core::Error) -> String {
 
 impl EngineError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidRequest(message.into())
+        Self::InvalidRequest {
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// The request's `field` is wrong.
+    pub fn field(field: Field, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    /// The request field an error is about, if it is about one.
+    pub fn request_field(&self) -> Option<Field> {
+        match self {
+            Self::InvalidRequest { field, .. } => *field,
+            _ => None,
+        }
     }
 
     pub(crate) fn invalid_file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {

@@ -1,17 +1,28 @@
 //! candle-embed's engine: Qwen3-Embedding vectors from text, with the reference implementation's
-//! numbers. The pipeline, one module per stage:
+//! numbers. A request goes through the same stages whoever sends it:
 //!
-//! [`source`] (find files) → [`config`] / [`weights`] → [`tokenize`] (with [`prompt`]) →
-//! [`pack`] → [`model`] (forward; [`cpu_bf16`] for bf16 on CPUs with AMX / AVX512-BF16 / AVX2) → [`pool`] (last token, Matryoshka, L2) → [`embedder`] (the whole).
+//! 1. [`prepare`] — [`request`] checked, then [`tokenize`]d (with [`prompt`]) against the
+//!    model's limits, with its [`output`] plan;
+//! 2. [`pack`] — sequences end to end in batches of at most a [`pack::TokenBudget`];
+//! 3. [`decoder`] — one forward pass per batch, each sequence's last row pooled ([`pool`]):
+//!    [`model`] on candle's ops (any device), or [`cpu_bf16`] on our bf16 CPU kernels;
+//! 4. [`output`] — Matryoshka cut and L2 normalization into one contiguous matrix.
+//!
+//! [`Embedder`] loads a model ([`source`] → [`config`] / [`weights`], [`device`]) and chains the
+//! stages; the server puts its batching scheduler between stages 1 and 4.
 
 pub mod config;
 pub mod cpu_bf16;
+pub mod decoder;
 pub mod device;
 pub mod embedder;
 pub mod error;
+pub mod logging;
 pub mod model;
+pub mod output;
 pub mod pack;
 pub mod pool;
+pub mod prepare;
 pub mod prompt;
 pub mod request;
 pub mod source;
@@ -19,7 +30,13 @@ pub mod tokenize;
 pub mod weights;
 
 pub use config::{Config, EmbeddingArchitecture};
-pub use embedder::{Embedder, EmbedderOptions, Embeddings, ModelInfo, DEFAULT_MAX_BATCH_TOKENS};
+pub use decoder::Decoder;
+pub use embedder::{Embedder, EmbedderOptions, ModelInfo, DEFAULT_MAX_BATCH_TOKENS};
 pub use error::{EngineError, Result};
-pub use request::{EmbeddingInput, EmbeddingRequest, EmbeddingRequestBuilder, TruncationSide};
+pub use output::{Embeddings, Output};
+pub use pool::Pooled;
+pub use prepare::{Limits, Prepared};
+pub use request::{
+    EmbeddingInput, EmbeddingRequest, EmbeddingRequestBuilder, Field, SchemaBounds, TruncationSide,
+};
 pub use source::ModelSource;

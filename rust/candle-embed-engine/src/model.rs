@@ -9,7 +9,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 
 use crate::config::Config;
+use crate::decoder::Decoder;
 use crate::pack::PackedBatch;
+use crate::pool::{self, Pooled};
 
 /// Keys × queries × heads processed at once per attention block; bounds the score matrix of long
 /// inputs (32k tokens would otherwise need heads × 32k × 32k floats).
@@ -282,7 +284,7 @@ impl Model {
     }
 
     /// Final hidden states of every packed token: `(total_tokens, hidden)`.
-    pub fn forward(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
+    pub fn hidden_states(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
         let ids = Tensor::new(batch.input_ids.as_slice(), &self.device)?;
         let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
         let (cos, sin) = self.rotary.select(&positions)?;
@@ -291,6 +293,13 @@ impl Model {
             x = layer.forward(&x, &cos, &sin, batch)?;
         }
         self.norm.forward(&x)
+    }
+}
+
+impl Decoder for Model {
+    fn forward(&self, batch: &PackedBatch) -> crate::Result<Pooled> {
+        let hidden = self.hidden_states(batch)?;
+        Ok(Pooled::from_tensor(&pool::last_token(&hidden, batch)?)?)
     }
 }
 

@@ -57,24 +57,44 @@ impl PackedBatch {
     }
 }
 
-/// Splits sequences (in order) into groups of at most `max_tokens` tokens each; a sequence longer
-/// than the budget gets a group of its own.
-pub fn plan_batches(lengths: &[usize], max_tokens: usize) -> Vec<Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    let mut tokens = 0;
-    for (i, &len) in lengths.iter().enumerate() {
-        if i > start && tokens + len > max_tokens {
-            groups.push(start..i);
-            start = i;
-            tokens = 0;
+/// The token budget of one forward pass, and the one rule for filling it: sequences join a
+/// batch in order while the batch stays within the budget; a sequence longer than the whole
+/// budget gets a batch of its own. [`crate::Embedder`] plans a request's passes with it, and the
+/// server's scheduler fills passes from many requests with the same rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenBudget(usize);
+
+impl TokenBudget {
+    /// A budget of `max_tokens` (at least 1).
+    pub fn new(max_tokens: usize) -> Self {
+        Self(max_tokens.max(1))
+    }
+
+    pub fn max_tokens(self) -> usize {
+        self.0
+    }
+
+    /// Whether a sequence of `len` tokens joins a batch already holding `used`.
+    pub fn admits(self, used: usize, len: usize) -> bool {
+        used == 0 || used + len <= self.0
+    }
+
+    /// Splits sequences of `lengths` (in order) into consecutive batches.
+    pub fn plan(self, lengths: &[usize]) -> Vec<Range<usize>> {
+        let mut groups = Vec::new();
+        let (mut start, mut used) = (0, 0);
+        for (i, &len) in lengths.iter().enumerate() {
+            if !self.admits(used, len) {
+                groups.push(start..i);
+                (start, used) = (i, 0);
+            }
+            used += len;
         }
-        tokens += len;
+        if start < lengths.len() {
+            groups.push(start..lengths.len());
+        }
+        groups
     }
-    if start < lengths.len() {
-        groups.push(start..lengths.len());
-    }
-    groups
 }
 
 #[cfg(test)]
@@ -93,9 +113,11 @@ mod tests {
 
     #[test]
     fn batches_respect_the_token_budget() {
-        assert_eq!(plan_batches(&[3, 3, 3], 6), [0..2, 2..3]);
-        assert_eq!(plan_batches(&[10, 1, 1], 4), [0..1, 1..3]);
-        assert_eq!(plan_batches(&[1, 10, 1], 4), [0..1, 1..2, 2..3]);
-        assert!(plan_batches(&[], 4).is_empty());
+        let plan = |lengths: &[usize], max| TokenBudget::new(max).plan(lengths);
+        assert_eq!(plan(&[3, 3, 3], 6), [0..2, 2..3]);
+        assert_eq!(plan(&[10, 1, 1], 4), [0..1, 1..3]);
+        assert_eq!(plan(&[1, 10, 1], 4), [0..1, 1..2, 2..3]);
+        assert!(plan(&[], 4).is_empty());
+        assert!(TokenBudget::new(4).admits(0, 9) && !TokenBudget::new(4).admits(1, 4));
     }
 }

@@ -1,10 +1,73 @@
-//! Pooling and normalization: the embedding of a sequence is the hidden state of its last token
-//! (`<|endoftext|>` for text), optionally cut to its first `dimensions` values (Matryoshka) and
-//! L2-normalized.
+//! Pooling: the embedding of a sequence is the final hidden state of its last token
+//! (`<|endoftext|>` for text). Every decoder hands these rows back as one [`Pooled`] matrix, in
+//! the batch's sequence order.
 
 use candle_core::{DType, Tensor};
 
 use crate::pack::PackedBatch;
+
+/// One f32 row per sequence, `width` values each, stored contiguously.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pooled {
+    values: Vec<f32>,
+    width: usize,
+}
+
+impl Pooled {
+    /// Rows of `width` values laid end to end.
+    pub fn new(values: Vec<f32>, width: usize) -> Self {
+        assert!(
+            width > 0 && values.len().is_multiple_of(width),
+            "pooled rows: {} values do not make rows of {width}",
+            values.len()
+        );
+        Self { values, width }
+    }
+
+    /// No rows yet, room for `rows` rows of `width`.
+    pub fn with_capacity(rows: usize, width: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(rows * width),
+            width,
+        }
+    }
+
+    /// The rows of a `(sequences, width)` tensor, as f32.
+    pub fn from_tensor(rows: &Tensor) -> candle_core::Result<Self> {
+        let width = rows.dim(1)?;
+        let values = rows.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        Ok(Self::new(values, width))
+    }
+
+    pub fn rows(&self) -> usize {
+        self.values.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn row(&self, index: usize) -> &[f32] {
+        &self.values[index * self.width..][..self.width]
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values
+    }
+
+    pub fn into_values(self) -> Vec<f32> {
+        self.values
+    }
+
+    /// Adds `other`'s rows after these.
+    pub fn append(&mut self, other: &Self) {
+        if self.values.is_empty() {
+            self.width = other.width;
+        }
+        assert_eq!(self.width, other.width, "pooled rows of different widths");
+        self.values.extend_from_slice(&other.values);
+    }
+}
 
 /// `(total_tokens, hidden)` → `(sequences, hidden)`: each sequence's last row.
 pub fn last_token(hidden: &Tensor, batch: &PackedBatch) -> candle_core::Result<Tensor> {
@@ -12,51 +75,28 @@ pub fn last_token(hidden: &Tensor, batch: &PackedBatch) -> candle_core::Result<T
     hidden.index_select(&rows, 0)
 }
 
-/// Keeps the first `dimensions` values of a vector, then L2-normalizes it if asked.
-///
-/// Done in f32 on the host: the vectors are small and this keeps the result independent of the
-/// device's reduction order.
-pub fn finish(vector: &mut Vec<f32>, dimensions: Option<usize>, normalize: bool) {
-    if let Some(d) = dimensions {
-        vector.truncate(d);
-    }
-    if normalize {
-        let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
-        // Same guard as torch.nn.functional.normalize: never divide by (almost) zero.
-        let denom = norm.max(1e-12);
-        for v in vector.iter_mut() {
-            *v /= denom;
-        }
-    }
-}
-
-/// Copies pooled rows to the host as f32 vectors.
-pub fn to_vectors(pooled: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
-    pooled.to_dtype(DType::F32)?.to_vec2()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn matryoshka_then_normalize() {
-        let mut v = vec![3.0, 4.0, 12.0];
-        finish(&mut v, Some(2), true);
-        assert_eq!(v, [0.6, 0.8]);
+    fn rows_append_in_order() {
+        let mut all = Pooled::with_capacity(3, 2);
+        assert_eq!(all.rows(), 0);
+        all.append(&Pooled::new(vec![1.0, 2.0], 2));
+        all.append(&Pooled::new(vec![3.0, 4.0, 5.0, 6.0], 2));
+        assert_eq!(all.rows(), 3);
+        assert_eq!(all.row(2), [5.0, 6.0]);
     }
 
     #[test]
-    fn unnormalized_is_untouched() {
-        let mut v = vec![3.0, 4.0];
-        finish(&mut v, None, false);
-        assert_eq!(v, [3.0, 4.0]);
-    }
-
-    #[test]
-    fn zero_vector_stays_finite() {
-        let mut v = vec![0.0, 0.0];
-        finish(&mut v, None, true);
-        assert_eq!(v, [0.0, 0.0]);
+    fn last_token_picks_each_sequences_last_row() {
+        let batch = PackedBatch::new(&[vec![1, 2], vec![3], vec![4, 5, 6]]);
+        let hidden = Tensor::arange(0f32, 12.0, &candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((6, 2))
+            .unwrap();
+        let pooled = Pooled::from_tensor(&last_token(&hidden, &batch).unwrap()).unwrap();
+        assert_eq!(pooled.as_slice(), [2.0, 3.0, 4.0, 5.0, 10.0, 11.0]);
     }
 }

@@ -7,8 +7,7 @@ use std::path::Path;
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
 
 use crate::error::{EngineError, Result};
-use crate::prompt::{self, Prompts};
-use crate::request::{EmbeddingInput, EmbeddingRequest, TruncationSide};
+use crate::request::{EmbeddingInput, EmbeddingRequest, Field, TruncationSide};
 
 /// The end-of-text token every text input must end with.
 pub const EOS_TOKEN: &str = "<|endoftext|>";
@@ -31,17 +30,24 @@ impl LengthLimit {
             Some(k) if k >= 1 => {
                 let k = usize::try_from(k).unwrap_or(usize::MAX);
                 if k > max_length {
-                    return Err(EngineError::invalid(format!(
-                        "truncate_prompt_tokens ({k}) is larger than the maximum input length \
-                         ({max_length})"
-                    )));
+                    return Err(EngineError::field(
+                        Field::TruncatePromptTokens,
+                        format!(
+                            "truncate_prompt_tokens ({k}) is larger than the maximum input length \
+                             ({max_length})"
+                        ),
+                    ));
                 }
                 (k, true)
             }
+            // Refused by `EmbeddingRequest::check`.
             Some(k) => {
-                return Err(EngineError::invalid(format!(
-                    "truncate_prompt_tokens must be -1 or a positive number of tokens, got {k}"
-                )))
+                return Err(EngineError::field(
+                    Field::TruncatePromptTokens,
+                    format!(
+                        "truncate_prompt_tokens must be -1 or a positive number of tokens, got {k}"
+                    ),
+                ))
             }
         };
         Ok(Self {
@@ -59,11 +65,14 @@ impl LengthLimit {
             return Ok(len);
         }
         if !self.truncate {
-            return Err(EngineError::invalid(format!(
-                "input {index} has {total} tokens, more than the maximum of {}; shorten it, or \
-                 truncate it with truncate_sequence or truncate_prompt_tokens",
-                self.max_tokens
-            )));
+            return Err(EngineError::field(
+                Field::Input,
+                format!(
+                    "input {index} has {total} tokens, more than the maximum of {}; shorten it, \
+                     or truncate it with truncate_sequence or truncate_prompt_tokens",
+                    self.max_tokens
+                ),
+            ));
         }
         Ok(self.max_tokens.saturating_sub(reserved))
     }
@@ -172,53 +181,23 @@ impl EmbeddingTokenizer {
         }
     }
 
-    /// The token sequences the model is fed for `request`, in input order: the request's
-    /// instruction or named prompt (from `prompts`) in front of each text, its length limit
-    /// within `max_length`, token ids checked against `vocab_size`.
-    pub fn encode_request(
-        &self,
-        request: &EmbeddingRequest,
-        prompts: Option<&Prompts>,
-        max_length: usize,
-        vocab_size: usize,
-    ) -> Result<Vec<Vec<u32>>> {
-        let limit = LengthLimit::for_request(request, max_length)?;
-        let prefix = prompt::prefix(
-            request.instruction.as_deref(),
-            request.prompt_name.as_deref(),
-            prompts,
-        )?;
-        self.encode_inputs(request, prefix.as_deref(), &limit, vocab_size)
-    }
-
-    /// Turns a request's input into the token sequences the model is fed, in input order.
+    /// The token sequences the model is fed for `input`, in input order ([`crate::prepare`]
+    /// checked it is not empty).
     ///
-    /// Texts get the request's prefix and `<|endoftext|>`; token ids are taken as given (only
-    /// truncated), and must lie below `vocab_size`.
-    fn encode_inputs(
+    /// Texts get `prefix` and `<|endoftext|>`; token ids are taken as given (only truncated),
+    /// and must lie below `vocab_size`.
+    pub(crate) fn encode_inputs(
         &self,
-        request: &EmbeddingRequest,
+        input: &EmbeddingInput,
         prefix: Option<&str>,
         limit: &LengthLimit,
         vocab_size: usize,
     ) -> Result<Vec<Vec<u32>>> {
-        if request.is_empty() {
-            return Err(EngineError::invalid(
-                "input is empty; give at least one text or token list",
-            ));
-        }
-        let encode = |index: usize, text: &str| {
-            if text.is_empty() {
-                return Err(EngineError::invalid(format!(
-                    "input {index} is an empty string; every input needs at least one character"
-                )));
-            }
-            match prefix {
-                Some(p) => self.encode_text(index, &format!("{p}{text}"), limit),
-                None => self.encode_text(index, text, limit),
-            }
+        let encode = |index: usize, text: &str| match prefix {
+            Some(p) => self.encode_text(index, &format!("{p}{text}"), limit),
+            None => self.encode_text(index, text, limit),
         };
-        match &request.input {
+        match input {
             EmbeddingInput::Text(text) => Ok(vec![encode(0, text)?]),
             EmbeddingInput::Texts(texts) => texts
                 .iter()
@@ -240,15 +219,13 @@ impl EmbeddingTokenizer {
         limit: &LengthLimit,
         vocab_size: usize,
     ) -> Result<Vec<u32>> {
-        if ids.is_empty() {
-            return Err(EngineError::invalid(format!(
-                "input {index} is an empty list of token ids"
-            )));
-        }
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
-            return Err(EngineError::invalid(format!(
-                "input {index} has token id {bad}, outside the vocabulary (ids 0..{vocab_size})"
-            )));
+            return Err(EngineError::field(
+                Field::Input,
+                format!(
+                    "input {index} has token id {bad}, outside the vocabulary (ids 0..{vocab_size})"
+                ),
+            ));
         }
         let keep = limit.fit(index, ids.len(), 0)?;
         let mut ids = ids.to_vec();
@@ -333,6 +310,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("token id 3") && err.contains("0..3"), "{err}");
-        assert!(EmbeddingTokenizer::check_tokens(0, &[], &l, 3).is_err());
     }
 }

@@ -19,7 +19,7 @@ pyo3::create_exception!(
 pub fn to_pyerr(err: EngineError) -> PyErr {
     let message = err.to_string();
     match err {
-        EngineError::InvalidRequest(_)
+        EngineError::InvalidRequest { .. }
         | EngineError::InvalidFile { .. }
         | EngineError::Weights { .. }
         | EngineError::Unsupported(_) => PyValueError::new_err(message),

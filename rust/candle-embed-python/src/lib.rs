@@ -33,13 +33,8 @@ mod _native {
     }
 }
 
-/// Log lines go to stderr, filtered by `CANDLE_EMBED_LOG` (e.g. "info"; default "warn", plus the
-/// server's own start/stop lines at "info").
+/// Log lines go to stderr, filtered by `CANDLE_EMBED_LOG` (default: warnings, plus the server's
+/// own start/stop lines).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CANDLE_EMBED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,candle_embed_server=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    candle_embed_engine::logging::init("warn,candle_embed_server=info");
 }

@@ -3,7 +3,9 @@
 use candle_embed_engine::{EmbeddingInput, EmbeddingRequest};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyInt, PyList, PyString, PyTuple};
+
+use crate::errors::to_pyerr;
 
 /// What to embed and how.
 #[pyclass(name = "EmbeddingRequest", module = "candle_embed._native", frozen)]
@@ -37,31 +39,19 @@ impl PyEmbeddingRequest {
         truncate_prompt_tokens: Option<i64>,
         truncation_side: &str,
     ) -> PyResult<Self> {
-        let dimensions = dimensions
-            .map(|d| {
-                usize::try_from(d).ok().filter(|&d| d > 0).ok_or_else(|| {
-                    PyValueError::new_err(format!("dimensions must be a positive integer, got {d}"))
-                })
-            })
-            .transpose()?;
-        let truncation_side =
-            truncation_side
-                .parse()
-                .map_err(|err: candle_embed_engine::EngineError| {
-                    PyValueError::new_err(err.to_string())
-                })?;
-        Ok(Self {
-            inner: EmbeddingRequest {
-                input: extract_input(input)?,
-                truncate_sequence,
-                dimensions,
-                normalize,
-                instruction,
-                prompt_name,
-                truncate_prompt_tokens,
-                truncation_side,
-            },
-        })
+        let inner = EmbeddingRequest {
+            input: extract_input(input)?,
+            truncate_sequence,
+            dimensions,
+            normalize,
+            instruction,
+            prompt_name,
+            truncate_prompt_tokens,
+            truncation_side: truncation_side.parse().map_err(to_pyerr)?,
+        };
+        // The engine's own option checks (the ones HTTP bodies get), at construction.
+        inner.check_options().map_err(to_pyerr)?;
+        Ok(Self { inner })
     }
 
     #[getter]
@@ -80,7 +70,7 @@ impl PyEmbeddingRequest {
     }
 
     #[getter]
-    fn dimensions(&self) -> Option<usize> {
+    fn dimensions(&self) -> Option<i64> {
         self.inner.dimensions
     }
 
@@ -106,10 +96,7 @@ impl PyEmbeddingRequest {
 
     #[getter]
     fn truncation_side(&self) -> &'static str {
-        match self.inner.truncation_side {
-            candle_embed_engine::TruncationSide::Right => "right",
-            candle_embed_engine::TruncationSide::Left => "left",
-        }
+        self.inner.truncation_side.as_str()
     }
 
     fn __len__(&self) -> usize {
@@ -181,22 +168,26 @@ fn token_ids(seq: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u32>> {
         .iter()
         .enumerate()
         .map(|(j, item)| {
-            let id: i64 = item.extract().map_err(|_| {
-                PyTypeError::new_err(format!(
+            // bool is an int subclass in Python, but True is no token id (JSON's `true` is not
+            // one either).
+            if !item.is_instance_of::<PyInt>() || item.is_instance_of::<PyBool>() {
+                return Err(PyTypeError::new_err(format!(
                     "{name}[{j}] is {}, expected an int token id; {INPUT_TYPES}",
                     type_name(item)
-                ))
-            })?;
-            u32::try_from(id).map_err(|_| {
-                let expected = if id < 0 {
+                )));
+            }
+            let id = item.extract::<u32>().map_err(|_| {
+                let negative = item.lt(0).unwrap_or(false);
+                let expected = if negative {
                     "ids are >= 0"
                 } else {
                     "ids are below the model's vocabulary size"
                 };
                 PyValueError::new_err(format!(
-                    "{name}[{j}] = {id} is not a valid token id ({expected})"
+                    "{name}[{j}] = {item} is not a valid token id ({expected})"
                 ))
-            })
+            })?;
+            Ok(id)
         })
         .collect()
 }

@@ -1,7 +1,5 @@
 //! `Runner`: a loaded model that answers `EmbeddingRequest`s with numpy arrays.
 
-use std::sync::Arc;
-
 use candle_embed_engine::{Embedder, EmbedderOptions, DEFAULT_MAX_BATCH_TOKENS};
 use numpy::{PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -15,7 +13,7 @@ use crate::which::PyWhich;
 /// A loaded embedding model. Thread-safe: calls release the GIL and may run concurrently.
 #[pyclass(name = "Runner", module = "candle_embed._native", frozen)]
 pub struct PyRunner {
-    embedder: Arc<Embedder>,
+    embedder: Embedder,
 }
 
 #[pymethods]
@@ -54,9 +52,7 @@ impl PyRunner {
             max_batch_tokens,
         };
         let embedder = without_gil(py, || Embedder::load(&options))?;
-        Ok(Self {
-            embedder: Arc::new(embedder),
-        })
+        Ok(Self { embedder })
     }
 
     /// Embeds the request's inputs: a float32 array of shape (inputs, dimensions).
@@ -65,20 +61,18 @@ impl PyRunner {
         py: Python<'py>,
         request: &PyEmbeddingRequest,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let request = request.inner.clone();
-        let embedder = Arc::clone(&self.embedder);
-        let embeddings = without_gil(py, move || embedder.embed(&request))?;
-        let rows = embeddings.vectors.len();
-        let cols = embeddings.vectors.first().map_or(0, Vec::len);
-        let flat: Vec<f32> = embeddings.vectors.into_iter().flatten().collect();
-        numpy::PyArray1::from_vec(py, flat).reshape([rows, cols])
+        // The request is frozen, so the GIL-free work borrows it: no copy of its texts.
+        let request = &request.inner;
+        let embeddings = without_gil(py, || self.embedder.embed(request))?;
+        let shape = [embeddings.len(), embeddings.dimensions()];
+        // The vectors' one buffer becomes the array's, without a copy.
+        numpy::PyArray1::from_vec(py, embeddings.into_values()).reshape(shape)
     }
 
     /// The token ids the model would be fed for this request, one list per input.
     fn tokenize(&self, py: Python<'_>, request: &PyEmbeddingRequest) -> PyResult<Vec<Vec<u32>>> {
-        let request = request.inner.clone();
-        let embedder = Arc::clone(&self.embedder);
-        without_gil(py, move || embedder.tokenize(&request))
+        let request = &request.inner;
+        without_gil(py, || Ok(self.embedder.prepare(request)?.sequences))
     }
 
     /// Size of a full embedding vector.

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use candle_embed_engine::prepare::{prepare, Limits};
 use candle_embed_engine::tokenize::EmbeddingTokenizer;
 use pyo3::prelude::*;
 
@@ -36,13 +37,14 @@ impl PyTokenizer {
         max_length: Option<usize>,
     ) -> PyResult<Vec<Vec<u32>>> {
         let request = &request.inner;
+        // No model: no prompts file, and no hidden size to bound `dimensions` by.
+        let limits = Limits {
+            max_length: max_length.unwrap_or(usize::MAX),
+            vocab_size: self.vocab_size,
+            hidden_size: usize::MAX,
+        };
         without_gil(py, || {
-            self.inner.encode_request(
-                request,
-                None,
-                max_length.unwrap_or(usize::MAX),
-                self.vocab_size,
-            )
+            Ok(prepare(request, &self.inner, None, &limits)?.sequences)
         })
     }
 

@@ -24,7 +24,8 @@ impl EmbeddingModelBuilder {
         }
     }
 
-    /// Print log lines to stderr (filtered by `RUST_LOG`, default `info`).
+    /// Print log lines to stderr, filtered by `CANDLE_EMBED_LOG` (default `info`), unless the
+    /// application installed a logger of its own first.
     #[must_use]
     pub fn with_logging(mut self) -> Self {
         self.logging = true;
@@ -87,10 +88,7 @@ impl EmbeddingModelBuilder {
     /// Finds or downloads the files and loads the model (on the blocking pool).
     pub async fn build(self) -> Result<EmbeddingModel> {
         if self.logging {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            // Another subscriber may already be installed by the application; keep it.
-            let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+            candle_embed_engine::logging::init("info");
         }
         let options = self.options;
         let embedder = tokio::task::spawn_blocking(move || Embedder::load(&options)).await??;

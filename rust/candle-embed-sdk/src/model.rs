@@ -22,7 +22,7 @@ impl EmbeddingModel {
         &self,
         request: impl Into<EmbeddingRequest>,
     ) -> Result<Vec<Vec<f32>>> {
-        Ok(self.embed(request).await?.vectors)
+        Ok(self.embed(request).await?.to_vecs())
     }
 
     /// Vectors plus the number of tokens each input was embedded with.

@@ -15,11 +15,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use candle_embed_engine::{pool, Embedder, ModelInfo};
+use candle_embed_engine::{Embedder, Embeddings, Limits, ModelInfo, Prepared, SchemaBounds};
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::body::{parse_embeddings_body, ApiJson, EncodingFormat, PayloadLimit};
+use crate::body::{self, ApiJson, EncodingFormat, PayloadLimit};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
@@ -185,31 +186,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-#[derive(Serialize)]
-struct EmbeddingsResponse {
+/// The answer, borrowing the vectors it writes.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct EmbeddingsResponse<'a> {
     id: String,
     object: &'static str,
     created: u64,
     model: String,
-    data: Vec<EmbeddingData>,
+    data: Vec<EmbeddingData<'a>>,
     usage: Usage,
 }
 
-#[derive(Serialize)]
-struct EmbeddingData {
+#[derive(Serialize, JsonSchema)]
+struct EmbeddingData<'a> {
+    /// Position of the input in the request.
     index: usize,
     object: &'static str,
-    embedding: EmbeddingValue,
+    embedding: EmbeddingValue<'a>,
 }
 
-#[derive(Serialize)]
+/// The vector: numbers, or base64 of its little-endian float32 bytes.
+#[derive(Serialize, JsonSchema)]
 #[serde(untagged)]
-enum EmbeddingValue {
-    Float(Vec<f32>),
+enum EmbeddingValue<'a> {
+    Float(&'a [f32]),
     Base64(String),
 }
 
-#[derive(Serialize)]
+/// Tokens embedded, after truncation, `<|endoftext|>` included.
+#[derive(Serialize, JsonSchema)]
 struct Usage {
     prompt_tokens: usize,
     total_tokens: usize,
@@ -221,13 +226,14 @@ fn to_base64(vector: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// The engine's stages with the scheduler between them: prepare (on the blocking pool), the
+/// forward pass (batched with other requests), finish.
 async fn embeddings(
     State(state): State<Arc<AppState>>,
     ApiJson(body): ApiJson,
-) -> Result<Json<EmbeddingsResponse>, ApiError> {
-    let body = parse_embeddings_body(body)?;
-    let served = state.select(body.model.as_deref())?;
-    let request = body.request;
+) -> Result<Response, ApiError> {
+    let body::Embeddings { http, request } = body::Embeddings::parse(body)?;
+    let served = state.select(http.model.as_deref())?;
     if request.len() > state.max_client_batch_size {
         return Err(ApiError::bad_request(format!(
             "too many inputs: {} in one request, the maximum is {} (--max-client-batch-size)",
@@ -239,53 +245,56 @@ async fn embeddings(
     let Some(_admission) = served.scheduler.admit() else {
         return Err(ApiError::overloaded(served.scheduler.max_concurrent()));
     };
-    served.embedder.check_output(&request)?;
 
-    // Tokenize on the blocking pool: neither the async workers nor the model thread wait on it.
     let embedder = Arc::clone(&served.embedder);
-    let (request, sequences) = tokio::task::spawn_blocking(move || {
-        let sequences = embedder.tokenize(&request);
-        (request, sequences)
-    })
-    .await
-    .map_err(|err| ApiError::internal(format!("tokenization failed: {err}")))?;
-    let sequences = sequences?;
-    let prompt_tokens = sequences.iter().map(Vec::len).sum();
-
-    let vectors = served
+    let prepared = tokio::task::spawn_blocking(move || embedder.prepare(&request))
+        .await
+        .map_err(|err| ApiError::internal(format!("preparing the request failed: {err}")))??;
+    let token_counts = prepared.token_counts();
+    let Prepared { sequences, output } = prepared;
+    let pooled = served
         .scheduler
         .submit(sequences)
         .await
         .map_err(|_| ApiError::unavailable("the server is shutting down"))?
         .map_err(ApiError::internal)?;
+    let embeddings = output.finish(pooled, token_counts);
+    let response = EmbeddingsResponse::new(
+        state.response_id(),
+        served.name.clone(),
+        &embeddings,
+        http.encoding_format,
+    );
+    Ok(Json(response).into_response())
+}
 
-    let data = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(index, mut vector)| {
-            pool::finish(&mut vector, request.dimensions, request.normalize);
-            let embedding = match body.encoding_format {
-                EncodingFormat::Float => EmbeddingValue::Float(vector),
-                EncodingFormat::Base64 => EmbeddingValue::Base64(to_base64(&vector)),
-            };
-            EmbeddingData {
+impl<'a> EmbeddingsResponse<'a> {
+    fn new(id: String, model: String, embeddings: &'a Embeddings, format: EncodingFormat) -> Self {
+        let data = embeddings
+            .vectors()
+            .enumerate()
+            .map(|(index, vector)| EmbeddingData {
                 index,
                 object: "embedding",
-                embedding,
-            }
-        })
-        .collect();
-    Ok(Json(EmbeddingsResponse {
-        id: state.response_id(),
-        object: "list",
-        created: unix_now(),
-        model: served.name.clone(),
-        data,
-        usage: Usage {
-            prompt_tokens,
-            total_tokens: prompt_tokens,
-        },
-    }))
+                embedding: match format {
+                    EncodingFormat::Float => EmbeddingValue::Float(vector),
+                    EncodingFormat::Base64 => EmbeddingValue::Base64(to_base64(vector)),
+                },
+            })
+            .collect();
+        let prompt_tokens = embeddings.prompt_tokens();
+        Self {
+            id,
+            object: "list",
+            created: unix_now(),
+            model,
+            data,
+            usage: Usage {
+                prompt_tokens,
+                total_tokens: prompt_tokens,
+            },
+        }
+    }
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
@@ -349,8 +358,22 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-async fn openapi() -> Json<Value> {
-    Json(crate::docs::openapi())
+async fn openapi(State(state): State<Arc<AppState>>) -> Json<Value> {
+    // With several models, the largest of each limit: what some model accepts.
+    let models = state.models.get().map(Vec::as_slice).unwrap_or_default();
+    let limits = models
+        .iter()
+        .map(|m| m.embedder.limits())
+        .reduce(|a, b| Limits {
+            max_length: a.max_length.max(b.max_length),
+            vocab_size: a.vocab_size.max(b.vocab_size),
+            hidden_size: a.hidden_size.max(b.hidden_size),
+        });
+    let bounds = SchemaBounds {
+        limits,
+        max_inputs: Some(state.max_client_batch_size),
+    };
+    Json(crate::docs::openapi(&bounds, state.api_key.is_some()))
 }
 
 async fn docs() -> Html<&'static str> {

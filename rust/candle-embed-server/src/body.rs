@@ -1,7 +1,10 @@
-//! Request bodies: the `/v1/embeddings` body type (the engine's request plus OpenAI's `model`,
-//! `encoding_format` and `user`), and the extractor that reads it. The extractor replaces axum's
-//! `Json`, whose rejections are plain-text 415/422s: every failure here is a 400 (or 413) in
-//! OpenAI's error shape, naming the field at fault.
+//! Request bodies: read under the payload limit, parsed once into the engine's typed request.
+//!
+//! The extractor replaces axum's `Json`, whose rejections are plain-text 415/422s: every failure
+//! here is a 400 (or 413) in OpenAI's error shape. A body is read as JSON whatever its
+//! `Content-Type` (curl's `-d` without `-H` sends a form type), with duplicate keys refused; each
+//! typed part is then deserialized from the same object, and a type error names the field it
+//! is in (`param`) from the parser's own path, never from the message's wording.
 
 use std::time::Duration;
 
@@ -10,14 +13,15 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_LENGTH;
 use candle_embed_engine::EmbeddingRequest;
 use http_body_util::BodyExt;
-use serde::de::DeserializeOwned;
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
 /// How vectors are written in the answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingFormat {
     /// JSON arrays of numbers.
@@ -27,102 +31,166 @@ pub enum EncodingFormat {
     Base64,
 }
 
-/// The body of `POST /v1/embeddings`.
-#[derive(Clone, Debug, Deserialize)]
+impl<'de> Deserialize<'de> for EncodingFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None | Some("float") => Ok(Self::Float),
+            Some("base64") => Ok(Self::Base64),
+            Some(other) => Err(de::Error::custom(format!(
+                "encoding_format must be \"float\" or \"base64\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The fields of `POST /v1/embeddings` that are HTTP's own; the rest of the body is the engine's
+/// [`EmbeddingRequest`], read from the same object.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 pub struct EmbeddingsBody {
     /// Served model name; "default" (or absent) picks the first.
     #[serde(default)]
     pub model: Option<String>,
+    /// "float" (arrays of numbers) or "base64" (little-endian float32 bytes).
     #[serde(default)]
+    #[schemars(default = "float")]
     pub encoding_format: EncodingFormat,
     /// End-user id: accepted for compatibility, not used.
     #[serde(default)]
     pub user: Option<String>,
-    #[serde(flatten)]
+}
+
+fn float() -> EncodingFormat {
+    EncodingFormat::Float
+}
+
+/// A parsed embeddings body: HTTP's fields and the engine request.
+#[derive(Clone, Debug)]
+pub struct Embeddings {
+    pub http: EmbeddingsBody,
     pub request: EmbeddingRequest,
 }
 
-/// The JSON type each known field must have, to name the field when a body is wrong.
-const FIELD_TYPES: &[(&str, &str)] = &[
-    ("model", "a string"),
-    ("user", "a string"),
-    ("encoding_format", "\"float\" or \"base64\""),
-    ("dimensions", "a positive integer"),
-    (
-        "truncate_prompt_tokens",
-        "an integer (-1 or a positive number)",
-    ),
-    ("truncation_side", "\"left\" or \"right\""),
-    ("truncate_sequence", "a boolean"),
-    ("normalize", "a boolean"),
-    ("instruction", "a string"),
-    ("prompt_name", "a string"),
-];
-
-const INPUT_TYPE: &str =
-    "a string, an array of strings, an array of token ids, or an array of token-id arrays";
-
-fn field_is_valid(field: &str, value: &Value) -> bool {
-    match field {
-        "model" | "user" | "instruction" | "prompt_name" => value.is_string(),
-        "encoding_format" => matches!(value.as_str(), Some("float" | "base64")),
-        "truncation_side" => matches!(value.as_str(), Some("left" | "right")),
-        "dimensions" => value.as_u64().is_some(),
-        "truncate_prompt_tokens" => value.as_i64().is_some(),
-        "truncate_sequence" | "normalize" => value.is_boolean(),
-        _ => true,
-    }
-}
-
-fn input_is_valid(value: &Value) -> bool {
-    let token = |v: &Value| v.as_u64().is_some_and(|id| u32::try_from(id).is_ok());
-    match value {
-        Value::String(_) => true,
-        Value::Array(items) => {
-            items.iter().all(Value::is_string)
-                || items.iter().all(token)
-                || items
-                    .iter()
-                    .all(|item| item.as_array().is_some_and(|ids| ids.iter().all(token)))
+impl Embeddings {
+    /// The parts of a body (a JSON object); the engine request takes the texts over without a
+    /// copy.
+    pub fn parse(body: Value) -> Result<Self, ApiError> {
+        if body.get("input").is_none() {
+            return Err(ApiError::bad_request("missing required field `input`").with_param("input"));
         }
-        _ => false,
+        Ok(Self {
+            http: typed(&body)?,
+            request: typed(body)?,
+        })
     }
 }
 
-/// Turns a parsed JSON body into the embeddings request, with a field-naming error when it does
-/// not fit. `null` counts as absent, as OpenAI clients send it for unset options.
-pub fn parse_embeddings_body(value: Value) -> Result<EmbeddingsBody, ApiError> {
-    let Value::Object(mut object) = value else {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
-    };
-    object.retain(|_, v| !v.is_null());
-    let Some(input) = object.get("input") else {
-        return Err(ApiError::bad_request("missing required field `input`").with_param("input"));
-    };
-    if !input_is_valid(input) {
-        return Err(
-            ApiError::bad_request(format!("`input` must be {INPUT_TYPE}")).with_param("input"),
-        );
-    }
-    if let Some((field, expected)) = FIELD_TYPES.iter().find(|(field, _)| {
-        object
-            .get(*field)
-            .is_some_and(|v| !field_is_valid(field, v))
-    }) {
-        return Err(ApiError::bad_request(format!(
-            "`{field}` must be {expected}, got {}",
-            object[*field]
-        ))
-        .with_param(*field));
-    }
-    from_object(object)
+/// `T` from the body's object; unknown fields are left to the other parts (and ignored).
+fn typed<'de, T, D>(body: D) -> Result<T, ApiError>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de, Error = serde_json::Error>,
+{
+    serde_path_to_error::deserialize(body).map_err(|err| {
+        let param = match err.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => None,
+        };
+        let message = format!("`{}`: {}", err.path(), err.inner());
+        match param {
+            Some(param) => ApiError::bad_request(message).with_param(param),
+            None => ApiError::bad_request(message),
+        }
+    })
 }
 
-fn from_object<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, ApiError> {
-    serde_json::from_value(Value::Object(object))
-        .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))
+/// A JSON value read with duplicate object keys noted: `serde_json::Value` keeps the last of
+/// them silently, and a client that sent `input` twice should hear which one we did not use.
+struct Strict {
+    value: Value,
+    duplicate: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl From<Value> for Strict {
+    fn from(value: Value) -> Self {
+        Self {
+            value,
+            duplicate: None,
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Strict, E> {
+        Ok(Value::Bool(v).into())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Strict, E> {
+        Ok(Value::from(v).into())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Strict, E> {
+        Ok(Value::from(v).into())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Strict, E> {
+        Ok(Value::from(v).into())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Strict, E> {
+        Ok(Value::String(v.to_owned()).into())
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Strict, E> {
+        Ok(Value::String(v).into())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Strict, E> {
+        Ok(Value::Null.into())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        let mut duplicate = None;
+        while let Some(item) = seq.next_element::<Strict>()? {
+            duplicate = duplicate.or(item.duplicate);
+            items.push(item.value);
+        }
+        Ok(Strict {
+            value: Value::Array(items),
+            duplicate,
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut object = Map::new();
+        let mut duplicate = None;
+        while let Some((key, item)) = map.next_entry::<String, Strict>()? {
+            duplicate = duplicate.or(item.duplicate);
+            if object.contains_key(&key) {
+                duplicate = duplicate.or(Some(key));
+                continue;
+            }
+            object.insert(key, item.value);
+        }
+        Ok(Strict {
+            value: Value::Object(object),
+            duplicate,
+        })
+    }
 }
 
 /// How much of an over-limit body is still read (and dropped) before the 413 goes out. Closing a
@@ -176,12 +244,42 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError>
     }
 }
 
-/// A JSON body read under the server's payload limit; see the module docs.
+/// A JSON object body read under the server's payload limit; see the module docs.
 pub struct ApiJson(pub Value);
 
 /// The `--payload-limit` in force, put in the request's extensions by the router.
 #[derive(Clone, Copy, Debug)]
 pub struct PayloadLimit(pub usize);
+
+impl ApiJson {
+    /// Parses a body's bytes: valid JSON, an object, no key twice.
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request(
+                "the request body is empty; send a JSON object (Content-Type: application/json)",
+            ));
+        }
+        let strict: Strict = serde_json::from_slice(bytes).map_err(|err| {
+            ApiError::bad_request(format!(
+                "the request body is not valid JSON ({err}); send a JSON object with \
+                 Content-Type: application/json"
+            ))
+        })?;
+        if let Some(key) = strict.duplicate {
+            return Err(ApiError::bad_request(format!(
+                "the field `{key}` appears more than once in the request body"
+            ))
+            .with_param(key));
+        }
+        if strict.value.is_object() {
+            Ok(Self(strict.value))
+        } else {
+            Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ))
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequest<S> for ApiJson {
     type Rejection = ApiError;
@@ -199,20 +297,8 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
         if declared.is_some_and(|len| len > (limit + DRAIN_CAP) as u64) {
             return Err(ApiError::payload_too_large(limit));
         }
-        // The Content-Type is not checked: curl's `-d` without `-H` sends a form type, and the
-        // body is JSON either way; a body that is not JSON gets a 400 below.
         let bytes = read_limited(req.into_body(), limit).await?;
-        if bytes.is_empty() {
-            return Err(ApiError::bad_request(
-                "the request body is empty; send a JSON object (Content-Type: application/json)",
-            ));
-        }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|err| {
-            ApiError::bad_request(format!(
-                "the request body is not valid JSON ({err}); send a JSON object with \
-                 Content-Type: application/json"
-            ))
-        })
+        Self::parse(&bytes)
     }
 }
 
@@ -222,8 +308,9 @@ mod tests {
     use candle_embed_engine::{EmbeddingInput, TruncationSide};
     use serde_json::json;
 
-    fn parse(value: Value) -> Result<EmbeddingsBody, ApiError> {
-        parse_embeddings_body(value)
+    fn parse(value: Value) -> Result<Embeddings, ApiError> {
+        let ApiJson(body) = ApiJson::parse(&serde_json::to_vec(&value).unwrap())?;
+        Embeddings::parse(body)
     }
 
     #[test]
@@ -233,16 +320,14 @@ mod tests {
             "input": ["a", "b"],
             "encoding_format": "float",
             "dimensions": 1024,
-            "truncate_prompt_tokens": 8192,
-            "truncation_side": "right",
+            "truncation_side": "left",
             "user": "user_123"
         }))
         .unwrap();
-        assert_eq!(body.model.as_deref(), Some("Qwen/Qwen3-Embedding-4B"));
-        assert_eq!(body.encoding_format, EncodingFormat::Float);
+        assert_eq!(body.http.model.as_deref(), Some("Qwen/Qwen3-Embedding-4B"));
+        assert_eq!(body.http.encoding_format, EncodingFormat::Float);
         assert_eq!(body.request.dimensions, Some(1024));
-        assert_eq!(body.request.truncate_prompt_tokens, Some(8192));
-        assert_eq!(body.request.truncation_side, TruncationSide::Right);
+        assert_eq!(body.request.truncation_side, TruncationSide::Left);
         let tokens = parse(json!({"model": "m", "input": [3838, 374, 279]})).unwrap();
         assert_eq!(
             tokens.request.input,
@@ -266,11 +351,12 @@ mod tests {
     fn nulls_count_as_absent() {
         let body = parse(
             json!({"input": "x", "encoding_format": null, "dimensions": null,
-                                "truncation_side": null}),
+                                "truncation_side": null, "user": null, "normalize": null}),
         )
         .unwrap();
-        assert_eq!(body.encoding_format, EncodingFormat::Float);
+        assert_eq!(body.http.encoding_format, EncodingFormat::Float);
         assert_eq!(body.request.dimensions, None);
+        assert!(body.request.normalize);
     }
 
     #[test]
@@ -282,7 +368,7 @@ mod tests {
             (json!({"input": [-1]}), "input"),
             (json!({"input": [[1], ["a"]]}), "input"),
             (json!({"input": "x", "dimensions": "8"}), "dimensions"),
-            (json!({"input": "x", "dimensions": -3}), "dimensions"),
+            (json!({"input": "x", "dimensions": 1.5}), "dimensions"),
             (
                 json!({"input": "x", "encoding_format": "int8"}),
                 "encoding_format",
@@ -292,6 +378,7 @@ mod tests {
                 "truncation_side",
             ),
             (json!({"input": "x", "model": 3}), "model"),
+            (json!({"input": "x", "normalize": "yes"}), "normalize"),
         ];
         for (body, param) in cases {
             let err = parse(body.clone()).unwrap_err();
@@ -299,5 +386,14 @@ mod tests {
             assert_eq!(err.body.error.param.as_deref(), Some(param), "{body}");
         }
         assert!(parse(json!(["x"])).is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_by_name() {
+        let err = ApiJson::parse(br#"{"input": "a", "dimensions": 4, "input": "b"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.body.error.param.as_deref(), Some("input"));
+        assert!(err.body.error.message.contains("more than once"));
     }
 }

@@ -1,7 +1,45 @@
-//! The API described for people and tools: a hand-written OpenAPI 3 document (`/openapi.json`)
-//! and a self-contained HTML page (`/docs`) that renders it without any CDN.
+//! The API described for people and tools: an OpenAPI 3.0 document (`/openapi.json`) and a
+//! self-contained HTML page (`/docs`) that renders it without any CDN.
+//!
+//! The schemas are generated (schemars) from the types the server parses and writes — the
+//! engine's `EmbeddingRequest`, [`EmbeddingsBody`], the response and error bodies — so a field
+//! added to a type appears here with its description; the limits of the loaded models
+//! (dimensions, vocabulary, inputs per request) are filled in when the document is served.
 
-use serde_json::{json, Value};
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{json, Map, Value};
+
+use candle_embed_engine::request::{self, SchemaBounds};
+
+use crate::body::EmbeddingsBody;
+use crate::error::ErrorBody;
+
+/// The schema of `T` (its subschemas inline).
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Value {
+    let mut schema = generator.root_schema_for::<T>().to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+        object.remove("title");
+    }
+    schema
+}
+
+/// The `/v1/embeddings` body: the engine request's fields, bounded, and HTTP's own.
+fn embeddings_request(generator: &mut SchemaGenerator, bounds: &SchemaBounds) -> Value {
+    let mut schema = request::schema(bounds);
+    schema
+        .as_object_mut()
+        .map(|o| o.remove("$schema").and(o.remove("title")));
+    let http = schema_of::<EmbeddingsBody>(generator);
+    if let (Some(props), Some(extra)) = (
+        schema.get_mut("properties").and_then(Value::as_object_mut),
+        http.get("properties").and_then(Value::as_object),
+    ) {
+        props.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    schema
+}
 
 fn error_response(description: &str) -> Value {
     json!({
@@ -10,120 +48,83 @@ fn error_response(description: &str) -> Value {
     })
 }
 
-/// The request, response and error bodies.
-fn schemas() -> Value {
-    let token_ids = json!({"type": "array", "items": {"type": "integer", "minimum": 0}});
-    json!({
-        "EmbeddingsRequest": {
-            "type": "object",
-            "required": ["input"],
-            "properties": {
-                "model": {"type": "string", "description": "Served model name; \"default\" picks the first."},
-                "input": {
-                    "description": "Text, texts, token ids, or lists of token ids.",
-                    "oneOf": [
-                        {"type": "string"},
-                        {"type": "array", "items": {"type": "string"}},
-                        token_ids,
-                        {"type": "array", "items": token_ids}
-                    ]
-                },
-                "encoding_format": {"type": "string", "enum": ["float", "base64"], "default": "float",
-                    "description": "base64: little-endian float32 bytes."},
-                "dimensions": {"type": "integer", "minimum": 1,
-                    "description": "Keep the first N values (Matryoshka), then normalize."},
-                "user": {"type": "string", "description": "Accepted and ignored."},
-                "truncate_prompt_tokens": {"type": "integer",
-                    "description": "Keep at most N tokens per input (-1: the model maximum)."},
-                "truncation_side": {"type": "string", "enum": ["right", "left"], "default": "right"},
-                "truncate_sequence": {"type": "boolean", "default": false,
-                    "description": "Truncate inputs longer than the maximum instead of rejecting them."},
-                "instruction": {"type": "string",
-                    "description": "Each text becomes \"Instruct: {instruction}\\nQuery:{text}\"."},
-                "prompt_name": {"type": "string",
-                    "description": "A prompt from config_sentence_transformers.json, e.g. \"query\"."},
-                "normalize": {"type": "boolean", "default": true}
-            }
-        },
-        "EmbeddingsResponse": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "object": {"type": "string", "enum": ["list"]},
-                "created": {"type": "integer"},
-                "model": {"type": "string"},
-                "data": {"type": "array", "items": {
-                    "type": "object",
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "object": {"type": "string", "enum": ["embedding"]},
-                        "embedding": {"oneOf": [
-                            {"type": "array", "items": {"type": "number"}},
-                            {"type": "string", "format": "byte"}
-                        ]}
-                    }
-                }},
-                "usage": {"type": "object", "properties": {
-                    "prompt_tokens": {"type": "integer"},
-                    "total_tokens": {"type": "integer"}
-                }}
-            }
-        },
-        "ErrorBody": {
-            "type": "object",
-            "properties": {"error": {"type": "object", "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": "string", "nullable": true},
-                "code": {"type": "string", "nullable": true}
-            }}}
-        }
-    })
+fn json_response(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-/// The OpenAPI 3.0 description of every route.
-pub fn openapi() -> Value {
-    json!({
+/// The OpenAPI 3.0 description of every route, as this server runs: requests bounded by
+/// `bounds`, bearer security when `auth`.
+pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
+    let mut generator = SchemaSettings::openapi3()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    let request = embeddings_request(&mut generator, bounds);
+    let response = schema_of::<crate::api::EmbeddingsResponse<'static>>(&mut generator);
+    let error = schema_of::<ErrorBody>(&mut generator);
+    let mut schemas = Map::new();
+    schemas.insert("EmbeddingsRequest".into(), request);
+    schemas.insert("EmbeddingsResponse".into(), response);
+    schemas.insert("ErrorBody".into(), error);
+
+    let secured = |mut operation: Value| {
+        if auth {
+            operation["security"] = json!([{"bearer": []}]);
+            operation["responses"]["401"] = error_response("Missing or wrong API key.");
+        }
+        operation
+    };
+    let unavailable = error_response("Models still loading, or shutting down.");
+    let mut document = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "candle-embed",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "OpenAI-compatible embeddings for Qwen3-Embedding models, with dynamic batching."
         },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas(),
-        },
+        "components": {"schemas": schemas},
         "paths": {
-            "/v1/embeddings": {"post": {
+            "/v1/embeddings": {"post": secured(json!({
                 "summary": "Embed texts or token ids",
-                "security": [{"bearer": []}],
                 "requestBody": {"required": true, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/EmbeddingsRequest"},
                     "example": {"model": "default", "input": ["Graphene conductivity", "Explain superconductors in simple terms."]}
                 }}},
                 "responses": {
-                    "200": {"description": "One vector per input, in input order.",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EmbeddingsResponse"}}}},
+                    "200": json_response("One vector per input, in input order.", json!({"$ref": "#/components/schemas/EmbeddingsResponse"})),
                     "400": error_response("Malformed body, wrong types, empty input, dimensions out of range, token ids outside the vocabulary, input too long, too many inputs."),
-                    "401": error_response("Missing or wrong API key (when the server has one)."),
                     "404": error_response("Unknown model."),
                     "413": error_response("Body larger than --payload-limit."),
-                    "429": error_response("Queue full (--max-concurrent-requests)."),
-                    "503": error_response("Loading or shutting down.")
+                    "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
+                    "500": error_response("The model failed on a valid request."),
+                    "503": unavailable
                 }
-            }},
-            "/v1/models": {"get": {"summary": "Served models", "security": [{"bearer": []}],
-                "responses": {"200": {"description": "{\"object\": \"list\", \"data\": [{\"id\", \"max_model_len\", ...}]}"}}}},
+            }))},
+            "/v1/models": {"get": secured(json!({
+                "summary": "Served models",
+                "responses": {
+                    "200": json_response("{\"object\": \"list\", \"data\": [{\"id\", \"max_model_len\", ...}]}", json!({"type": "object"})),
+                    "503": unavailable
+                }
+            }))},
             "/health": {"get": {"summary": "200 once the models are loaded", "responses": {
-                "200": {"description": "Ready"}, "503": error_response("Loading or shutting down")}}},
-            "/info": {"get": {"summary": "Models, dimensions, limits, version", "responses": {"200": {"description": "Server information"}}}},
+                "200": json_response("Ready", json!({"type": "object"})),
+                "503": unavailable}}},
+            "/info": {"get": {"summary": "Models, dimensions, limits, version", "responses": {
+                "200": json_response("Server information", json!({"type": "object"})),
+                "503": unavailable}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text exposition format",
-                "content": {"text/plain": {}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
-            "/docs": {"get": {"summary": "This API as a web page", "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}}
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": json_response("OpenAPI 3", json!({"type": "object"}))}}},
+            "/docs": {"get": {"summary": "This API as a web page", "responses": {"200": {"description": "HTML",
+                "content": {"text/html": {"schema": {"type": "string"}}}}}}}
         }
-    })
+    });
+    if auth {
+        document["components"]["securitySchemes"] =
+            json!({"bearer": {"type": "http", "scheme": "bearer"}});
+    }
+    document
 }
 
 /// A browsable page: renders `/openapi.json` and lets one try `/v1/embeddings`; no external assets.
@@ -163,3 +164,60 @@ document.getElementById('send').onclick=async()=>{
   document.getElementById('out').textContent=r.status+'\n'+JSON.stringify(await r.json(),null,2);};
 </script></body></html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_embed_engine::Limits;
+
+    fn bounds() -> SchemaBounds {
+        SchemaBounds {
+            limits: Some(Limits {
+                max_length: 128,
+                vocab_size: 1024,
+                hidden_size: 64,
+            }),
+            max_inputs: Some(16),
+        }
+    }
+
+    #[test]
+    fn the_body_is_the_engine_request_plus_http_fields() {
+        let doc = openapi(&bounds(), false);
+        let body = &doc["components"]["schemas"]["EmbeddingsRequest"];
+        let engine = request::schema(&bounds());
+        for (field, schema) in engine["properties"].as_object().unwrap() {
+            assert_eq!(&body["properties"][field], schema, "{field}");
+        }
+        for field in ["model", "encoding_format", "user"] {
+            assert!(
+                body["properties"][field]["description"].is_string(),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            body["properties"]["encoding_format"]["enum"],
+            json!(["float", "base64"])
+        );
+    }
+
+    #[test]
+    fn security_only_with_a_key() {
+        let open = openapi(&bounds(), false);
+        assert!(open["components"].get("securitySchemes").is_none());
+        assert!(open["paths"]["/v1/embeddings"]["post"]
+            .get("security")
+            .is_none());
+        let keyed = openapi(&bounds(), true);
+        assert!(keyed["components"]["securitySchemes"]["bearer"].is_object());
+        for path in ["/v1/embeddings", "/v1/models"] {
+            let op = keyed["paths"][path]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap();
+            assert!(op["responses"]["401"].is_object(), "{path}");
+        }
+    }
+}

@@ -5,15 +5,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use candle_embed_engine::EngineError;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// The body of every error answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct ErrorDetail {
     pub message: String,
     #[serde(rename = "type")]
@@ -150,36 +151,20 @@ impl ApiError {
     }
 }
 
-/// Which request field an engine message is about, from how the engine words it: messages about
-/// one input start with "input"; option errors name their option.
-fn param_of(message: &str) -> Option<&'static str> {
-    if message.starts_with("input") {
-        return Some("input");
-    }
-    [
-        "dimensions",
-        "truncate_prompt_tokens",
-        "truncation_side",
-        "prompt_name",
-        "instruction",
-    ]
-    .into_iter()
-    .find(|field| message.contains(field))
-}
-
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         let message = err.to_string();
         match err {
             // The caller's input: bad options, too long, ids outside the vocabulary, text the
             // tokenizer cannot take.
-            EngineError::InvalidRequest(_) | EngineError::Tokenizer(_) => {
+            EngineError::InvalidRequest { field, .. } => {
                 let error = Self::bad_request(message);
-                match param_of(&error.body.error.message) {
-                    Some(param) => error.with_param(param),
+                match field {
+                    Some(field) => error.with_param(field.name()),
                     None => error,
                 }
             }
+            EngineError::Tokenizer(_) => Self::bad_request(message).with_param("input"),
             // Loading, hub, device and forward-pass failures: ours, not the caller's. (Listed by
             // exclusion so new engine variants default to 500, never to a wrong 400.)
             _ => Self::internal(message),
@@ -196,19 +181,22 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_embed_engine::Field;
 
     #[test]
     fn engine_input_errors_are_400_with_the_field_named() {
-        let err = ApiError::from(EngineError::InvalidRequest(
-            "dimensions must be between 1 and 64 (the model's hidden size), got 65".into(),
+        let err = ApiError::from(EngineError::field(
+            Field::Dimensions,
+            "dimensions must be between 1 and 64 (the model's hidden size), got 65",
         ));
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
         assert_eq!(err.body.error.kind, "invalid_request_error");
         assert_eq!(err.body.error.param.as_deref(), Some("dimensions"));
 
-        let err = ApiError::from(EngineError::InvalidRequest(
-            "input 3 has 200 tokens, more than the maximum of 128; or set truncate_prompt_tokens"
-                .into(),
+        // The field comes from the error, not from its wording.
+        let err = ApiError::from(EngineError::field(
+            Field::Input,
+            "dimensions and truncation are fine, but input 3 has 200 tokens",
         ));
         assert_eq!(err.body.error.param.as_deref(), Some("input"));
         assert_eq!(

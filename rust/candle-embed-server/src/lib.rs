@@ -18,5 +18,5 @@ pub use body::{EmbeddingsBody, EncodingFormat};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use metrics::Metrics;
 pub use models::ModelSpec;
-pub use scheduler::{Backend, Scheduler};
+pub use scheduler::Scheduler;
 pub use server::{run, serve, shutdown_signal};

@@ -4,12 +4,7 @@
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> std::process::ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CANDLE_EMBED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    candle_embed_engine::logging::init("info");
     let matches = candle_embed_server::ServeArgs::command()
         .name("candle-embed-server")
         .get_matches();

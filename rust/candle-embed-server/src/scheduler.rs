@@ -1,50 +1,43 @@
-//! Dynamic batching, one scheduler per model. Handlers tokenize on the blocking pool (never on the
-//! model thread), then send the token sequences to a queue actor; the model runs on its own OS
-//! thread and asks the actor for its next batch, packed up to the token budget from the queue's
-//! front. A request larger than one batch is split and reassembled in input order; a request
-//! whose client went away is skipped; a semaphore bounds admitted requests (full → 429).
+//! Dynamic batching, one scheduler per model: the stage between the engine's `prepare` and
+//! `finish`. Handlers prepare requests on the blocking pool (never on the model thread), then
+//! send the token sequences to a queue actor; the model runs on its own OS thread and asks the
+//! actor for its next batch, filled from the queue's front by the engine's [`TokenBudget`] rule.
+//! A request larger than one batch is split and its pooled rows reassembled in input order; a
+//! request whose client went away is skipped; a semaphore bounds admitted requests (full → 429).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use candle_embed_engine::Embedder;
+use candle_embed_engine::pack::{PackedBatch, TokenBudget};
+use candle_embed_engine::{Decoder, Pooled};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
 
-/// What runs the forward pass: the engine, or a stand-in in tests.
-pub trait Backend: Send + Sync + 'static {
-    /// Raw pooled vectors of `sequences`, in order, computed in one pass.
-    fn embed_batch(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String>;
-}
+/// The pooled rows of one request, or why the model failed on them.
+pub type BatchResult = Result<Pooled, String>;
 
-impl Backend for Embedder {
-    fn embed_batch(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
-        self.embed_sequences(sequences).map_err(|e| e.to_string())
-    }
-}
-
-/// Raw vectors of one request, or why the model failed on them.
-pub type BatchResult = Result<Vec<Vec<f32>>, String>;
-
-/// Where the vectors of one request are gathered, piece by piece, before they go back.
+/// Where the pooled rows of one request are gathered, piece by piece, before they go back.
 struct Assembly {
     state: Mutex<AssemblyState>,
 }
 
 struct AssemblyState {
-    vectors: Vec<Vec<f32>>,
+    /// `rows × width`, allocated when the first piece tells the width.
+    values: Vec<f32>,
+    rows: usize,
     filled: usize,
     reply: Option<oneshot::Sender<BatchResult>>,
 }
 
 impl Assembly {
-    fn new(len: usize, reply: oneshot::Sender<BatchResult>) -> Self {
+    fn new(rows: usize, reply: oneshot::Sender<BatchResult>) -> Self {
         Self {
             state: Mutex::new(AssemblyState {
-                vectors: vec![Vec::new(); len],
+                values: Vec::new(),
+                rows,
                 filled: 0,
                 reply: Some(reply),
             }),
@@ -63,17 +56,19 @@ impl Assembly {
             .is_none_or(oneshot::Sender::is_closed)
     }
 
-    /// Stores the vectors of inputs `start..`; sends the whole answer once every input is in.
-    fn fill(&self, start: usize, vectors: Vec<Vec<f32>>) {
+    /// Stores `rows` (rows of `width`) as those of inputs `start..`; sends the whole answer
+    /// once every input is in.
+    fn fill(&self, start: usize, rows: &[f32], width: usize) {
         let mut state = self.lock();
-        state.filled += vectors.len();
-        for (slot, v) in state.vectors[start..].iter_mut().zip(vectors) {
-            *slot = v;
+        if state.values.is_empty() {
+            state.values = vec![0.0; state.rows * width];
         }
-        if state.filled == state.vectors.len() {
+        state.values[start * width..][..rows.len()].copy_from_slice(rows);
+        state.filled += rows.len() / width;
+        if state.filled == state.rows {
             if let Some(reply) = state.reply.take() {
-                let vectors = std::mem::take(&mut state.vectors);
-                let _ = reply.send(Ok(vectors));
+                let values = std::mem::take(&mut state.values);
+                let _ = reply.send(Ok(Pooled::new(values, width)));
             }
         }
     }
@@ -106,9 +101,13 @@ struct Batch {
     tokens: usize,
 }
 
-/// Takes sequences from the queue's front, in order, while they fit in `budget` tokens (a single
-/// sequence longer than the budget goes alone). Cancelled requests are dropped on the way.
-fn next_batch(queue: &mut VecDeque<Entry>, budget: usize, metrics: &Metrics) -> Option<Batch> {
+/// Takes sequences from the queue's front, in order, while `budget` admits them. Cancelled
+/// requests are dropped on the way.
+fn next_batch(
+    queue: &mut VecDeque<Entry>,
+    budget: TokenBudget,
+    metrics: &Metrics,
+) -> Option<Batch> {
     let mut pieces = Vec::new();
     let mut tokens = 0;
     while let Some(entry) = queue.front_mut() {
@@ -122,7 +121,7 @@ fn next_batch(queue: &mut VecDeque<Entry>, budget: usize, metrics: &Metrics) -> 
         let start = entry.next;
         let mut end = start;
         while let Some(seq) = entry.sequences.get(end) {
-            if tokens > 0 && tokens + seq.len() > budget {
+            if !budget.admits(tokens, seq.len()) {
                 break;
             }
             tokens += seq.len();
@@ -178,9 +177,9 @@ impl Drop for Admission {
 
 impl Scheduler {
     /// Starts the queue actor (on the current tokio runtime) and the model thread.
-    pub fn start<B: Backend>(
-        backend: Arc<B>,
-        max_batch_tokens: usize,
+    pub fn start(
+        decoder: Arc<dyn Decoder>,
+        budget: TokenBudget,
         max_concurrent: usize,
         metrics: Arc<Metrics>,
         name: &str,
@@ -190,13 +189,13 @@ impl Scheduler {
         tokio::spawn(queue_actor(
             job_rx,
             batch_request_rx,
-            max_batch_tokens.max(1),
+            budget,
             Arc::clone(&metrics),
         ));
         let thread_metrics = Arc::clone(&metrics);
         std::thread::Builder::new()
             .name(format!("model-{name}"))
-            .spawn(move || model_loop(&*backend, &batch_requests, &thread_metrics))?;
+            .spawn(move || model_loop(&*decoder, &batch_requests, &thread_metrics))?;
         Ok(Self {
             jobs,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
@@ -228,7 +227,7 @@ impl Scheduler {
     pub fn submit(&self, sequences: Vec<Vec<u32>>) -> oneshot::Receiver<BatchResult> {
         let (reply, answer) = oneshot::channel();
         if sequences.is_empty() {
-            let _ = reply.send(Ok(Vec::new()));
+            let _ = reply.send(Ok(Pooled::default()));
             return answer;
         }
         let entry = Entry {
@@ -249,7 +248,7 @@ impl Scheduler {
 async fn queue_actor(
     mut jobs: mpsc::UnboundedReceiver<Entry>,
     mut batch_requests: mpsc::UnboundedReceiver<oneshot::Sender<Batch>>,
-    budget: usize,
+    budget: TokenBudget,
     metrics: Arc<Metrics>,
 ) {
     let mut queue = VecDeque::new();
@@ -288,9 +287,9 @@ async fn queue_actor(
     }
 }
 
-/// The model's own thread: asks for a batch, runs it, sends each request its vectors.
-fn model_loop<B: Backend + ?Sized>(
-    backend: &B,
+/// The model's own thread: asks for a batch, runs it, sends each request its pooled rows.
+fn model_loop(
+    decoder: &dyn Decoder,
     batch_requests: &mpsc::UnboundedSender<oneshot::Sender<Batch>>,
     metrics: &Metrics,
 ) {
@@ -312,24 +311,31 @@ fn model_loop<B: Backend + ?Sized>(
             sequences.extend(piece.sequences);
             pieces.push((piece.assembly, piece.start));
         }
-        let result = catch_unwind(AssertUnwindSafe(|| backend.embed_batch(&sequences)))
-            .unwrap_or_else(|_| Err("internal error: the model panicked".to_owned()));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            decoder
+                .forward(&PackedBatch::new(&sequences))
+                .map_err(|err| err.to_string())
+        }))
+        .unwrap_or_else(|_| Err("internal error: the model panicked".to_owned()));
         metrics.forward_duration.observe_duration(started.elapsed());
         metrics.batches.fetch_add(1, Relaxed);
         metrics.batch_sequences.observe(sequences.len() as f64);
         metrics.batch_requests.observe(pieces.len() as f64);
         metrics.batch_tokens.observe(batch.tokens as f64);
         match result {
-            Ok(vectors) if vectors.len() == sequences.len() => {
+            Ok(pooled) if pooled.rows() == sequences.len() => {
                 metrics
                     .tokens_embedded
                     .fetch_add(batch.tokens as u64, Relaxed);
                 metrics
                     .inputs_embedded
                     .fetch_add(sequences.len() as u64, Relaxed);
-                let mut vectors = vectors.into_iter();
+                let width = pooled.width();
+                let mut rows = pooled.as_slice();
                 for ((assembly, start), size) in pieces.into_iter().zip(sizes) {
-                    assembly.fill(start, vectors.by_ref().take(size).collect());
+                    let (these, rest) = rows.split_at(size * width);
+                    assembly.fill(start, these, width);
+                    rows = rest;
                 }
             }
             Ok(_) => {
@@ -353,8 +359,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    /// A stand-in model: the vector of a sequence is `[sum of ids, length]`; it records the
-    /// size of every batch it runs.
+    /// A stand-in decoder: the pooled row of a sequence is `[sum of ids, length]`; it records
+    /// the number of sequences of every batch it runs.
     #[derive(Default)]
     struct Fake {
         batches: Mutex<Vec<usize>>,
@@ -362,25 +368,37 @@ mod tests {
         calls: AtomicUsize,
     }
 
-    impl Backend for Fake {
-        fn embed_batch(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, String> {
+    impl Decoder for Fake {
+        fn forward(&self, batch: &PackedBatch) -> candle_embed_engine::Result<Pooled> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(self.delay_ms));
-            self.batches.lock().unwrap().push(sequences.len());
-            if sequences.iter().any(|s| s.contains(&666)) {
-                return Err("bad token".into());
+            self.batches.lock().unwrap().push(batch.num_sequences());
+            if batch.input_ids.contains(&666) {
+                return Err(candle_embed_engine::EngineError::Tokenizer(
+                    "bad token".into(),
+                ));
             }
-            Ok(sequences
-                .iter()
-                .map(|s| vec![s.iter().sum::<u32>() as f32, s.len() as f32])
-                .collect())
+            let values = batch
+                .ranges()
+                .flat_map(|r| {
+                    let ids = &batch.input_ids[r.clone()];
+                    [ids.iter().sum::<u32>() as f32, r.len() as f32]
+                })
+                .collect();
+            Ok(Pooled::new(values, 2))
         }
     }
 
-    fn expected(seqs: &[Vec<u32>]) -> Vec<Vec<f32>> {
-        seqs.iter()
-            .map(|s| vec![s.iter().sum::<u32>() as f32, s.len() as f32])
-            .collect()
+    fn expected(seqs: &[Vec<u32>]) -> Pooled {
+        let values = seqs
+            .iter()
+            .flat_map(|s| [s.iter().sum::<u32>() as f32, s.len() as f32])
+            .collect();
+        Pooled::new(values, 2)
+    }
+
+    fn budget(tokens: usize) -> TokenBudget {
+        TokenBudget::new(tokens)
     }
 
     fn entry(seqs: Vec<Vec<u32>>) -> (Entry, oneshot::Receiver<BatchResult>) {
@@ -403,15 +421,15 @@ mod tests {
         queue.push_back(a);
         queue.push_back(b);
         // Budget 10: all of a (6) and b's first input (2), then b's second fits? 8 + 4 > 10.
-        let first = next_batch(&mut queue, 10, &metrics).unwrap();
+        let first = next_batch(&mut queue, budget(10), &metrics).unwrap();
         assert_eq!(first.tokens, 8);
         assert_eq!(first.pieces.len(), 2);
         assert_eq!(first.pieces[1].start, 0);
         assert_eq!(first.pieces[1].sequences.len(), 1);
-        let second = next_batch(&mut queue, 10, &metrics).unwrap();
+        let second = next_batch(&mut queue, budget(10), &metrics).unwrap();
         assert_eq!(second.tokens, 8);
         assert_eq!(second.pieces[0].start, 1);
-        assert!(next_batch(&mut queue, 10, &metrics).is_none());
+        assert!(next_batch(&mut queue, budget(10), &metrics).is_none());
     }
 
     #[test]
@@ -420,8 +438,14 @@ mod tests {
         let mut queue = VecDeque::new();
         let (a, _ra) = entry(vec![vec![1; 50], vec![1; 2]]);
         queue.push_back(a);
-        assert_eq!(next_batch(&mut queue, 10, &metrics).unwrap().tokens, 50);
-        assert_eq!(next_batch(&mut queue, 10, &metrics).unwrap().tokens, 2);
+        assert_eq!(
+            next_batch(&mut queue, budget(10), &metrics).unwrap().tokens,
+            50
+        );
+        assert_eq!(
+            next_batch(&mut queue, budget(10), &metrics).unwrap().tokens,
+            2
+        );
     }
 
     #[test]
@@ -433,7 +457,7 @@ mod tests {
         queue.push_back(a);
         queue.push_back(b);
         drop(ra);
-        let batch = next_batch(&mut queue, 100, &metrics).unwrap();
+        let batch = next_batch(&mut queue, budget(100), &metrics).unwrap();
         assert_eq!(batch.pieces.len(), 1);
         assert_eq!(batch.pieces[0].sequences, [vec![2; 3]]);
         assert_eq!(metrics.cancelled.load(Ordering::Relaxed), 1);
@@ -443,11 +467,11 @@ mod tests {
     fn split_answers_come_back_in_input_order() {
         let (tx, rx) = oneshot::channel();
         let assembly = Assembly::new(3, tx);
-        assembly.fill(2, vec![vec![3.0]]);
-        assembly.fill(0, vec![vec![1.0], vec![2.0]]);
+        assembly.fill(2, &[3.0, 30.0], 2);
+        assembly.fill(0, &[1.0, 10.0, 2.0, 20.0], 2);
         assert_eq!(
             rx.blocking_recv().unwrap().unwrap(),
-            [vec![1.0], vec![2.0], vec![3.0]]
+            Pooled::new(vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0], 2)
         );
     }
 
@@ -459,7 +483,14 @@ mod tests {
         });
         let metrics = Arc::new(Metrics::default());
         let scheduler = Arc::new(
-            Scheduler::start(Arc::clone(&fake), 64, 1000, Arc::clone(&metrics), "t").unwrap(),
+            Scheduler::start(
+                Arc::clone(&fake) as Arc<dyn Decoder>,
+                budget(64),
+                1000,
+                Arc::clone(&metrics),
+                "t",
+            )
+            .unwrap(),
         );
         let mut tasks = Vec::new();
         for i in 0..200u32 {
@@ -485,18 +516,31 @@ mod tests {
     async fn model_errors_reach_only_their_batch_and_the_queue_goes_on() {
         let fake = Arc::new(Fake::default());
         let metrics = Arc::new(Metrics::default());
-        let scheduler = Scheduler::start(Arc::clone(&fake), 8, 10, metrics, "t").unwrap();
+        let scheduler = Scheduler::start(
+            Arc::clone(&fake) as Arc<dyn Decoder>,
+            budget(8),
+            10,
+            metrics,
+            "t",
+        )
+        .unwrap();
         let bad = scheduler.submit(vec![vec![666]]).await.unwrap();
         assert!(bad.unwrap_err().contains("bad token"));
         let good = scheduler.submit(vec![vec![1, 2]]).await.unwrap().unwrap();
-        assert_eq!(good, [vec![3.0, 2.0]]);
+        assert_eq!(good, Pooled::new(vec![3.0, 2.0], 2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admission_is_bounded() {
         let metrics = Arc::new(Metrics::default());
-        let scheduler =
-            Scheduler::start(Arc::new(Fake::default()), 8, 2, Arc::clone(&metrics), "t").unwrap();
+        let scheduler = Scheduler::start(
+            Arc::new(Fake::default()),
+            budget(8),
+            2,
+            Arc::clone(&metrics),
+            "t",
+        )
+        .unwrap();
         let a = scheduler.admit();
         let b = scheduler.admit();
         assert!(a.is_some() && b.is_some());

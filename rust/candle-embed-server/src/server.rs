@@ -121,8 +121,8 @@ async fn load_models(
             .with_context(|| format!("loading model `{}`", spec.name))?;
         let embedder = Arc::new(embedder);
         let scheduler = Scheduler::start(
-            Arc::clone(&embedder),
-            spec.options.max_batch_tokens,
+            embedder.decoder(),
+            embedder.budget(),
             max_concurrent,
             Arc::clone(metrics),
             &spec.name,

@@ -1,0 +1,78 @@
+//! The forward pass behind one interface: a packed batch in, each sequence's pooled row out
+//! (final norm applied). [`crate::model::Model`] (candle's ops, any device) and
+//! [`crate::cpu_bf16::Model`] (our bf16 CPU kernels) implement it; [`crate::Embedder`] and the
+//! server's scheduler drive either the same way.
+
+use crate::error::Result;
+use crate::pack::{PackedBatch, TokenBudget};
+use crate::pool::Pooled;
+
+/// A Qwen3 decoder run over packed sequences.
+pub trait Decoder: Send + Sync {
+    /// The pooled row of every sequence of `batch`, in order, from one pass.
+    fn forward(&self, batch: &PackedBatch) -> Result<Pooled>;
+}
+
+/// The pooled rows of `sequences`, in order: packed into as many passes as `budget` needs.
+pub fn forward_all(
+    decoder: &dyn Decoder,
+    sequences: &[Vec<u32>],
+    budget: TokenBudget,
+) -> Result<Pooled> {
+    let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+    let mut pooled = Pooled::default();
+    for group in budget.plan(&lengths) {
+        pooled.append(&decoder.forward(&PackedBatch::new(&sequences[group]))?);
+    }
+    Ok(pooled)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A stand-in decoder: a sequence's row is `[sum of its ids, its length, its first
+    /// position]`; it records the token count of every pass.
+    #[derive(Default)]
+    pub(crate) struct Fake {
+        pub passes: Mutex<Vec<usize>>,
+    }
+
+    impl Decoder for Fake {
+        fn forward(&self, batch: &PackedBatch) -> Result<Pooled> {
+            self.passes.lock().unwrap().push(batch.total_tokens());
+            let values = batch
+                .ranges()
+                .flat_map(|r| {
+                    let ids = &batch.input_ids[r.clone()];
+                    [
+                        ids.iter().sum::<u32>() as f32,
+                        r.len() as f32,
+                        batch.positions[r.start] as f32,
+                    ]
+                })
+                .collect();
+            Ok(Pooled::new(values, 3))
+        }
+    }
+
+    #[test]
+    fn passes_respect_the_budget_and_rows_keep_their_order() {
+        let fake = Fake::default();
+        let sequences = vec![vec![1; 3], vec![2; 3], vec![3; 5], vec![4; 1]];
+        let pooled = forward_all(&fake, &sequences, TokenBudget::new(6)).unwrap();
+        assert_eq!(*fake.passes.lock().unwrap(), [6, 6]);
+        let rows: Vec<&[f32]> = (0..4).map(|i| pooled.row(i)).collect();
+        assert_eq!(
+            rows,
+            [
+                [3.0, 3.0, 0.0],
+                [6.0, 3.0, 0.0],
+                [15.0, 5.0, 0.0],
+                [4.0, 1.0, 0.0]
+            ]
+        );
+    }
+}

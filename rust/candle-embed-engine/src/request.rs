@@ -65,10 +65,10 @@ impl fmt::Display for Field {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TruncationSide {
-    /// Keep the first tokens.
+    // Keep the first tokens.
     #[default]
     Right,
-    /// Keep the last tokens.
+    // Keep the last tokens.
     Left,
 }
 
@@ -105,7 +105,7 @@ pub struct EmbeddingRequest {
     pub input: EmbeddingInput,
     /// Truncate inputs longer than the model maximum instead of rejecting them.
     #[serde(default, deserialize_with = "null_as_default")]
-    #[schemars(default = "always_false", with = "bool")]
+    #[schemars(default = "always_false", with = "bool", extend("nullable" = true))]
     pub truncate_sequence: bool,
     /// Keep the first N values (Matryoshka), then normalize. At most the model's hidden size.
     #[serde(default)]
@@ -113,7 +113,7 @@ pub struct EmbeddingRequest {
     pub dimensions: Option<i64>,
     /// L2-normalize each vector.
     #[serde(default = "always_true", deserialize_with = "null_as_true")]
-    #[schemars(default = "always_true", with = "bool")]
+    #[schemars(default = "always_true", with = "bool", extend("nullable" = true))]
     pub normalize: bool,
     /// Task description: each text becomes `Instruct: {instruction}\nQuery:{text}`. Not
     /// together with `prompt_name`.
@@ -128,7 +128,7 @@ pub struct EmbeddingRequest {
     pub truncate_prompt_tokens: Option<i64>,
     /// "right" keeps an over-long input's first tokens, "left" its last.
     #[serde(default, deserialize_with = "null_as_default")]
-    #[schemars(default = "right")]
+    #[schemars(default = "right", extend("nullable" = true))]
     pub truncation_side: TruncationSide,
 }
 

@@ -53,6 +53,30 @@ impl fmt::Display for Isa {
     }
 }
 
+/// The code that runs a kernel family's loops, as GEMM and attention dispatch on it: the
+/// [`Isa`] chosen, or, in tests, the AMX loops on the software tile model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    Amx,
+    /// The AMX loops on the software tile model (slow; tests only).
+    #[cfg(test)]
+    SoftAmx,
+    Avx512Bf16,
+    Avx2,
+    Reference,
+}
+
+impl From<Isa> for Kernel {
+    fn from(isa: Isa) -> Self {
+        match isa {
+            Isa::Amx => Self::Amx,
+            Isa::Avx512Bf16 => Self::Avx512Bf16,
+            Isa::Avx2 => Self::Avx2,
+            Isa::Reference => Self::Reference,
+        }
+    }
+}
+
 /// What the environment asked for and what the hardware offers, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {

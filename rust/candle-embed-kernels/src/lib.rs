@@ -4,17 +4,36 @@
 //! ([`isa::select`]): AMX tiles, AVX512-BF16, AVX2 (bf16 widened to f32), or portable reference
 //! code with the same arithmetic.
 
+// The crate's own lint settings, beside the workspace's. Kernel loops index several buffers
+// with one counter, name operands as the math does (a, w, c, m, n, k), take the raw operands a
+// BLAS call would, and inline tiny helpers into `#[target_feature]` loops; SIMD loads here are
+// the unaligned kinds. Every unsafe block says why it is sound.
+#![allow(
+    clippy::needless_range_loop,
+    clippy::many_single_char_names,
+    clippy::too_many_arguments,
+    clippy::inline_always,
+    clippy::cast_ptr_alignment
+)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+// Unsafe code is denied workspace-wide; these modules need it (SIMD intrinsics, inline asm,
+// raw allocation, a syscall) and allow it one by one.
+#[allow(unsafe_code)]
 pub mod aligned;
+#[allow(unsafe_code)]
 pub mod attention;
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
+#[allow(unsafe_code)]
 pub mod elementwise;
+#[allow(unsafe_code)]
 pub mod gemm;
+#[allow(unsafe_code)]
 pub mod isa;
+#[allow(unsafe_code)]
 pub mod matrix;
 pub mod pack;
+#[allow(unsafe_code)]
 mod tiles;
 
 pub use aligned::{Aligned, AlignedVec};

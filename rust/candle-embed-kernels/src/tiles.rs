@@ -129,11 +129,14 @@ unsafe impl Tiles for Amx {
 
 /// A software model of the eight tile registers and `tdpbf16ps`, per Intel's description: for
 /// each row m and column n, `C[m][n] += Σ_p A[m][2p]·B[p][2n] + A[m][2p+1]·B[p][2n+1]` in f32.
+/// The tests run the AMX loops on it, so they are tested on any CPU.
+#[cfg(test)]
 pub(crate) struct SoftTiles {
     regs: [[[u8; ROW_BYTES]; ROWS]; 8],
     configured: bool,
 }
 
+#[cfg(test)]
 impl SoftTiles {
     pub(crate) fn new() -> Self {
         Self {
@@ -154,6 +157,7 @@ impl SoftTiles {
 }
 
 // SAFETY: pointer accesses stay within 16 rows × 64 bytes at `stride`, as the trait requires.
+#[cfg(test)]
 unsafe impl Tiles for SoftTiles {
     fn configure(&mut self) {
         self.configured = true;

@@ -24,10 +24,10 @@ use crate::error::ApiError;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingFormat {
-    /// JSON arrays of numbers.
+    // JSON arrays of numbers.
     #[default]
     Float,
-    /// Base64 of the little-endian float32 bytes (what the OpenAI client asks for by default).
+    // Base64 of the little-endian float32 bytes (what the OpenAI client asks for by default).
     Base64,
 }
 
@@ -52,7 +52,7 @@ pub struct EmbeddingsBody {
     pub model: Option<String>,
     /// "float" (arrays of numbers) or "base64" (little-endian float32 bytes).
     #[serde(default)]
-    #[schemars(default = "float")]
+    #[schemars(default = "float", extend("nullable" = true))]
     pub encoding_format: EncodingFormat,
     /// End-user id: accepted for compatibility, not used.
     #[serde(default)]

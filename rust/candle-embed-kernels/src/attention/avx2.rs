@@ -15,8 +15,9 @@ use std::arch::x86_64::{
     _mm256_slli_epi32, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_sub_ps,
 };
 
-use super::{exp2, Kernel, Pass, EXP2_MIN, EXP2_POLY, KEYS, LANES};
-use crate::avx2::split;
+use super::kernel::{exp2, Pass, PassKernel, EXP2_MIN, EXP2_POLY};
+use super::{KEYS, LANES};
+use crate::gemm::split;
 
 /// The AVX2 kernel; only made where the CPU has AVX2 and FMA.
 pub(super) struct Avx2(());
@@ -35,7 +36,7 @@ const ROW_GROUP: usize = 2;
 /// 8-key registers per 32-key block.
 const KEY_VECS: usize = KEYS / 8;
 
-impl Kernel for Avx2 {
+impl PassKernel for Avx2 {
     const ROWS: usize = ROWS;
 
     fn pass(&mut self, pass: &mut Pass<'_>) {

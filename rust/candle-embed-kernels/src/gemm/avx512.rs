@@ -4,19 +4,58 @@
 //! broadcasts a pair of A's row into every lane and `vdpbf16ps` adds `a₀b₀ + a₁b₁` to 16 column
 //! sums at once: no horizontal reductions, 16 accumulators of 16 columns for 8 rows.
 
-#![cfg(target_arch = "x86_64")]
-
 use std::arch::x86_64::{
     __m512, __m512bh, __m512i, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_loadu_si512,
     _mm512_mask_loadu_ps, _mm512_mask_storeu_ps, _mm512_set1_epi32, _mm512_setzero_ps,
 };
 
+use std::ops::Range;
+
 use half::bf16;
+
+use super::Sink;
+use crate::matrix::{BfMatrix, BLOCK};
+use crate::pack::PackedWeight;
 
 use crate::pack::{BLOCK_ELEMS, TILE_ELEMS};
 
+/// The AVX512-BF16 loop: 8-row blocks of one panel into C, or through a scratch block for
+/// fused epilogues.
+pub(super) unsafe fn rows(
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
+    let mut scratch = [0f32; MAX_ROWS * BLOCK];
+    for nb in panels {
+        let panel = w.panel(nb).as_ptr();
+        let cols = (n - nb * BLOCK).min(BLOCK);
+        for r in rows.clone().step_by(MAX_ROWS) {
+            let count = MAX_ROWS.min(rows.end - r);
+            // SAFETY: AVX512-BF16 was checked by the caller; rows r..r+count of A and of the
+            // sink exist, and the masked stores keep to `cols` columns.
+            unsafe {
+                let a_ptr = a.padded().as_ptr().add(r * lda);
+                if let Sink::F32 { c, ldc, accumulate } = sink {
+                    let c_ptr = c.add(r * ldc + nb * BLOCK);
+                    block(
+                        count, a_ptr, lda, panel, k_blocks, c_ptr, ldc, cols, accumulate,
+                    );
+                } else {
+                    let s = scratch.as_mut_ptr();
+                    block(count, a_ptr, lda, panel, k_blocks, s, BLOCK, BLOCK, false);
+                    sink.finish(&scratch, r, nb, count, cols);
+                }
+            }
+        }
+    }
+}
+
 /// Most rows one call handles.
-pub(crate) const MAX_ROWS: usize = 8;
+const MAX_ROWS: usize = 8;
 
 /// `C[rows, cols] (+)= A[rows, K] · panel` for `rows ≤ 8`, `cols ≤ 32` valid columns.
 ///
@@ -24,7 +63,7 @@ pub(crate) const MAX_ROWS: usize = 8;
 /// The CPU has AVX512F/BW/BF16. `a` points at `rows` rows of `k_blocks · 32` bf16, `lda` apart;
 /// `panel` at `k_blocks · 1024` packed bf16; `c` at `rows` rows of `cols` f32, `ldc` apart.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(crate) unsafe fn block(
+unsafe fn block(
     rows: usize,
     a: *const bf16,
     lda: usize,

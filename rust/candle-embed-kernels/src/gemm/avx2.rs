@@ -8,20 +8,87 @@
 //! are broadcast straight from memory. Each product of two bf16 is exact in f32, so the only
 //! rounding is the FMA's sum, as in the other kernels (bf16 inputs, f32 sums).
 
-#![cfg(target_arch = "x86_64")]
-
 use std::arch::x86_64::{
     __m256, __m256i, _mm256_and_si256, _mm256_broadcast_ss, _mm256_castsi256_ps, _mm256_fmadd_ps,
     _mm256_loadu_si256, _mm256_set1_epi32, _mm256_setzero_ps, _mm256_slli_epi32, _mm256_storeu_ps,
 };
 
+use std::ops::Range;
+
 use half::bf16;
 
-use crate::pack::{BLOCK_ELEMS, TILE_ELEMS};
+use super::Sink;
+use crate::aligned::AlignedVec;
+use crate::matrix::{BfMatrix, BLOCK};
+use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
+
+/// A task's rows of A widened to f32, and one panel of their results, for the AVX2 kernel.
+#[derive(Default)]
+struct Avx2Scratch {
+    a: AlignedVec<f32>,
+    panel: AlignedVec<f32>,
+}
+
+thread_local! {
+    static AVX2_SCRATCH: std::cell::RefCell<Avx2Scratch> = std::cell::RefCell::default();
+}
+
+/// The AVX2 loop: the task's rows of A widened to f32 once, then panel by panel into a scratch
+/// panel (rows × 32), which goes to the sink.
+pub(super) unsafe fn rows(
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
+    let width = k_blocks * BLOCK;
+    AVX2_SCRATCH.with_borrow_mut(|s| {
+        s.a.resize_for_overwrite(rows.len() * width);
+        s.panel.resize_for_overwrite(rows.len() * BLOCK);
+        for (r, dst) in rows.clone().zip(s.a.chunks_exact_mut(width)) {
+            widen(&a.padded()[r * lda..][..width], dst);
+        }
+        for nb in panels {
+            let cols = (n - nb * BLOCK).min(BLOCK);
+            // SAFETY: the caller checked AVX2 and FMA; the widened rows, the panel and the
+            // scratch panel have the sizes `panel` needs.
+            unsafe {
+                panel(
+                    rows.len(),
+                    s.a.as_ptr(),
+                    width,
+                    w.panel(nb).as_ptr(),
+                    k_blocks,
+                    s.panel.as_mut_ptr(),
+                );
+            }
+            match sink {
+                Sink::F32 { c, ldc, accumulate } => {
+                    for (i, sums) in s.panel.chunks_exact(BLOCK).enumerate() {
+                        // SAFETY: row `rows.start + i`, panel nb's `cols` columns lie in C and
+                        // in this task's rectangle.
+                        unsafe {
+                            let dst = c.add((rows.start + i) * ldc + nb * BLOCK);
+                            for (j, &sum) in sums[..cols].iter().enumerate() {
+                                *dst.add(j) = if accumulate { *dst.add(j) + sum } else { sum };
+                            }
+                        }
+                    }
+                }
+                // SAFETY: as above; the scratch panel's rows are 32 apart.
+                Sink::SiluMul { .. } => unsafe {
+                    sink.finish(&s.panel, rows.start, nb, rows.len(), cols);
+                },
+            }
+        }
+    });
+}
 
 /// Most rows one call handles: 6 rows × 16 columns of sums take 12 registers, leaving 4 for the
 /// widened weights of a K step and A's broadcast value.
-pub(crate) const MAX_ROWS: usize = 6;
+const MAX_ROWS: usize = 6;
 
 /// One panel of `A · Wᵀ` for `rows` rows: `out[r·32 + j] = Σ_k a[r][k] · W[j][k]`, rows 32
 /// apart. A is widened to f32 ([`widen`]), rows `lda` apart, so its values are broadcast
@@ -33,7 +100,7 @@ pub(crate) const MAX_ROWS: usize = 6;
 /// The CPU has AVX2 and FMA. `a` points at `rows` rows of `k_blocks · 32` f32, `lda` apart;
 /// `panel` at `k_blocks · 1024` packed bf16; `out` holds `rows · 32` f32.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn panel(
+unsafe fn panel(
     rows: usize,
     a: *const f32,
     lda: usize,
@@ -104,7 +171,7 @@ unsafe fn rows_block<const ROWS: usize>(
 }
 
 /// `dst = f32(src)`: bf16 is the upper half of an f32, so widening is exact.
-pub(crate) fn widen(src: &[bf16], dst: &mut [f32]) {
+fn widen(src: &[bf16], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = f32::from_bits(u32::from(s.to_bits()) << 16);
     }

@@ -1,0 +1,255 @@
+//! Causal grouped-query attention over packed sequences, bf16 products with f32 softmax.
+//!
+//! Flash-style: a task takes up to 128 positions of one sequence for the `q/kv` query heads that
+//! share one K/V head, and walks the sequence's 32-key blocks up to the diagonal with a running
+//! maximum and sum per row, rescaling its f32 accumulator; no L×L score matrix exists, and a
+//! task's scratch is its rows' state (rows × head_dim). Q, K and V are first rounded to bf16 in
+//! one sweep over `qkv` (a bf16 copy half the size of the f32 input), K and V straight into the
+//! layouts the kernels multiply, so each K/V block is converted once and then read by every
+//! query head of its group.
+//!
+//! Four kernels, one arithmetic: Q, K, V and the probabilities P are rounded to bf16 (nearest
+//! even), products are summed in f32, the softmax runs in f32 in base 2 (`exp2` of
+//! `scale·log2 e·q·k`), and the output is rounded to bf16 once at the end. [`Isa::Reference`] is
+//! portable scalar code; [`Isa::Avx512Bf16`] does the same operations in the same order with
+//! `vdpbf16ps` (bit for bit equal), [`Isa::Avx2`] with f32 fused multiply-adds on bf16 widened in
+//! registers (bit for bit equal too: every product is exact); [`Isa::Amx`] computes the two
+//! products with tiles, which sum a 32-wide dot product in their own order, and takes its softmax
+//! steps 64 keys at a time. A
+//! row's result depends only on its own sequence (blocks start at the sequence's first token,
+//! and no reduction crosses rows), so a text gets the same bits whatever it is packed with.
+
+use std::ops::Range;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::aligned::AlignedVec;
+use crate::isa::{Isa, Kernel};
+use crate::matrix::BfMatrix;
+
+use pack::Packed;
+use tasks::{tasks, Job};
+
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod kernel;
+mod pack;
+mod reference;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+/// Head counts of a grouped-query attention layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads.
+    pub q: usize,
+    /// Key/value heads; each serves `q / kv` consecutive query heads.
+    pub kv: usize,
+    /// Elements per head.
+    pub dim: usize,
+}
+
+/// Keys per block: two 16-lane registers, or two 16-column tiles, of scores per query row.
+pub(crate) const KEYS: usize = 32;
+/// Lanes of the per-row partial sums (one register).
+pub(crate) const LANES: usize = 16;
+/// Query rows of the largest kernel pass (AMX: two 16-row tiles).
+pub(crate) const MAX_ROWS: usize = 32;
+
+/// Causal attention inside each packed sequence.
+///
+/// `qkv` is f32, `tokens × (q + 2·kv)·dim`, each row holding the q heads, then the k heads, then
+/// the v heads (RMS-normed and rotated already). `sequences` are the token ranges of the packed
+/// sequences, in order, covering `0..tokens`. `scale` (usually `1/√dim`) must be positive.
+/// Writes the `tokens × q·dim` result into `out` (reset to that shape), which is the o_proj
+/// input. `buffers` holds the bf16 copies of Q, K and V; reusing it across calls saves
+/// allocating (and page-faulting) them for every layer.
+///
+/// `prepare(token, row, qk)` writes the query and key heads of a token's f32 row (its first
+/// `(q + kv)·dim` values) as they are to be rounded into `qk`: the model's per-head norms and
+/// rotary embedding go there, so `qkv` is read once in all instead of being rewritten in place
+/// by a pass of its own. [`unprepared`] copies them as they are.
+pub fn causal_attention(
+    isa: Isa,
+    heads: Heads,
+    qkv: &[f32],
+    sequences: &[Range<usize>],
+    scale: f32,
+    prepare: Prepare<'_>,
+    buffers: &mut AttentionBuffers,
+    out: &mut BfMatrix,
+) {
+    assert!(
+        isa.is_supported(),
+        "attention: the {isa} kernel cannot run on this CPU"
+    );
+    attend(
+        Kernel::from(isa),
+        heads,
+        qkv,
+        sequences,
+        scale,
+        prepare,
+        buffers,
+        out,
+    );
+}
+
+/// What [`causal_attention`] applies to the query and key heads of each token's qkv row before
+/// rounding them: `(token, row, qk)`, see there.
+pub type Prepare<'a> = &'a (dyn Fn(usize, &[f32], &mut [f32]) + Sync);
+
+/// A [`Prepare`] that leaves rows unchanged.
+pub fn unprepared(_token: usize, row: &[f32], qk: &mut [f32]) {
+    qk.copy_from_slice(&row[..qk.len()]);
+}
+
+/// Floating-point operations of causal attention (QKᵀ and PV over the lower triangle), for
+/// throughput figures.
+pub fn flops(heads: Heads, sequences: &[Range<usize>]) -> f64 {
+    let squares: f64 = sequences.iter().map(|s| (s.len() as f64).powi(2)).sum();
+    2.0 * squares * heads.dim as f64 * heads.q as f64
+}
+
+/// The same attention from the f32 inputs in f64, without any rounding: the yardstick for the
+/// kernels. Returns `tokens × q·dim` values.
+pub fn f64_reference(
+    heads: Heads,
+    qkv: &[f32],
+    sequences: &[Range<usize>],
+    scale: f32,
+) -> Vec<f64> {
+    let tokens = check_shapes(heads, qkv, sequences);
+    let Heads { q, kv, dim } = heads;
+    let width = (q + 2 * kv) * dim;
+    let at = |token: usize, col: usize| f64::from(qkv[token * width + col]);
+    let mut out = vec![0f64; tokens * q * dim];
+    for seq in sequences {
+        for h in 0..q {
+            let (k_col, v_col) = ((q + h / (q / kv)) * dim, (q + kv + h / (q / kv)) * dim);
+            for i in seq.clone() {
+                let scores: Vec<f64> = (seq.start..=i)
+                    .map(|j| {
+                        let dot: f64 = (0..dim)
+                            .map(|d| at(i, h * dim + d) * at(j, k_col + d))
+                            .sum();
+                        dot * f64::from(scale)
+                    })
+                    .collect();
+                let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for (j, w) in (seq.start..=i).zip(&weights) {
+                    for d in 0..dim {
+                        out[(i * q + h) * dim + d] += w / total * at(j, v_col + d);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Validates the arguments; returns the token count.
+pub(crate) fn check_shapes(heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> usize {
+    assert!(
+        heads.kv > 0 && heads.q.is_multiple_of(heads.kv),
+        "attention: {} query heads cannot share {} K/V heads",
+        heads.q,
+        heads.kv
+    );
+    let mut tokens = 0;
+    for seq in sequences {
+        assert!(
+            seq.start == tokens && seq.end >= seq.start,
+            "attention: sequences must be contiguous from 0; got {seq:?} after token {tokens}"
+        );
+        tokens = seq.end;
+    }
+    let width = (heads.q + 2 * heads.kv) * heads.dim;
+    assert_eq!(
+        qkv.len(),
+        tokens * width,
+        "attention: qkv holds {} values, {tokens} tokens of {width} need {}",
+        qkv.len(),
+        tokens * width
+    );
+    tokens
+}
+
+/// A head's length as the kernels store it: whole 32-element tile rows (zeros added).
+pub(crate) fn padded_dim(dim: usize) -> usize {
+    dim.next_multiple_of(32)
+}
+
+/// [`causal_attention`] on the chosen kernel.
+fn attend(
+    kernel: Kernel,
+    heads: Heads,
+    qkv: &[f32],
+    sequences: &[Range<usize>],
+    scale: f32,
+    prepare: Prepare<'_>,
+    buffers: &mut AttentionBuffers,
+    out: &mut BfMatrix,
+) {
+    // The AVX512 and AMX kernels (and their packing) need AVX512-BF16, the tiles' softmax
+    // included; AVX2 packs with the portable code.
+    let vector = !matches!(kernel, Kernel::Reference | Kernel::Avx2);
+    assert!(!vector || Isa::Avx512Bf16.is_supported());
+    assert!(kernel != Kernel::Amx || Isa::Amx.is_supported());
+    assert!(kernel != Kernel::Avx2 || Isa::Avx2.is_supported());
+    // With c > 0 the largest scaled score is the largest score, scaled (see the softmax).
+    assert!(
+        scale > 0.0 && scale.is_finite(),
+        "attention: scale {scale} is not positive"
+    );
+    let tokens = check_shapes(heads, qkv, sequences);
+    // Every real output is written by a task.
+    out.reshape_for_overwrite(tokens, heads.q * heads.dim);
+    if tokens == 0 || heads.q == 0 || heads.dim == 0 {
+        return;
+    }
+    let job = Job {
+        kernel,
+        heads,
+        sequences,
+        packed: Packed::new(
+            heads,
+            qkv,
+            sequences,
+            prepare,
+            std::mem::take(buffers),
+            vector,
+        ),
+        c: scale * std::f32::consts::LOG2_E,
+    };
+    tasks(heads, sequences, out)
+        .into_par_iter()
+        .with_max_len(1)
+        .for_each(|task| job.run(task));
+    let Packed { q, k, v, .. } = job.packed;
+    *buffers = AttentionBuffers { q, k, v };
+}
+
+/// Storage for [`causal_attention`]'s packed bf16 Q, K and V (about half the size of its f32
+/// `qkv` input), kept by the caller between calls.
+#[derive(Default)]
+pub struct AttentionBuffers {
+    pub(crate) q: AlignedVec<bf16>,
+    pub(crate) k: AlignedVec<u32>,
+    pub(crate) v: AlignedVec<u32>,
+}
+
+impl AttentionBuffers {
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.q.capacity_bytes() + self.k.capacity_bytes() + self.v.capacity_bytes()
+    }
+}

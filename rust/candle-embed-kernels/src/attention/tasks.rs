@@ -1,0 +1,203 @@
+//! The work of one attention call cut into tasks (a sequence's query blocks × one K/V head),
+//! and the walk of a task over its key blocks with a running softmax state.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::ops::Range;
+
+use half::bf16;
+
+use super::kernel::{Pass, PassKernel};
+use super::pack::Packed;
+use super::reference::Reference;
+use super::{Heads, KEYS, LANES, MAX_ROWS};
+use crate::aligned::AlignedVec;
+use crate::isa::Kernel;
+use crate::matrix::BfMatrix;
+
+/// One task: the positions of blocks `block..` of sequence `seq` (`out.len()` of them, at most
+/// `TASK_BLOCKS · 32`), for the query heads of K/V head `head`. `out` holds each position's
+/// `q/kv · dim` output columns.
+pub(super) struct Task<'a> {
+    seq: usize,
+    block: usize,
+    head: usize,
+    out: Vec<&'a mut [bf16]>,
+}
+
+/// Query blocks per task: each K/V block read serves up to this many blocks of queries.
+const TASK_BLOCKS: usize = 4;
+
+/// Cuts the work into tasks, each handed its own columns of its own rows of `out`; the most
+/// expensive (latest) blocks first, so the cheap ones fill in at the end.
+pub(super) fn tasks<'a>(
+    heads: Heads,
+    sequences: &[Range<usize>],
+    out: &'a mut BfMatrix,
+) -> Vec<Task<'a>> {
+    let group = heads.q / heads.kv;
+    let mut rows = out.rows_mut();
+    let mut tasks = Vec::new();
+    for (seq, range) in sequences.iter().enumerate() {
+        for block in (0..range.len().div_ceil(KEYS)).step_by(TASK_BLOCKS) {
+            let n = (TASK_BLOCKS * KEYS).min(range.len() - block * KEYS);
+            let mut parts: Vec<Vec<&mut [bf16]>> =
+                (0..heads.kv).map(|_| Vec::with_capacity(n)).collect();
+            for row in rows.by_ref().take(n) {
+                let columns = row[..heads.q * heads.dim].chunks_exact_mut(group * heads.dim);
+                for (part, cols) in parts.iter_mut().zip(columns) {
+                    part.push(cols);
+                }
+            }
+            tasks.extend(parts.into_iter().enumerate().map(|(head, out)| Task {
+                seq,
+                block,
+                head,
+                out,
+            }));
+        }
+    }
+    tasks.sort_by_key(|t| Reverse(t.out.len() * (t.block * KEYS + t.out.len())));
+    tasks
+}
+
+/// What every task reads.
+pub(super) struct Job<'a> {
+    pub(super) kernel: Kernel,
+    pub(super) heads: Heads,
+    pub(super) sequences: &'a [Range<usize>],
+    pub(super) packed: Packed,
+    /// `scale · log2 e`: scores in base 2.
+    pub(super) c: f32,
+}
+
+/// A task's running state, kept per thread so that short tasks do not allocate.
+#[derive(Default)]
+struct State {
+    /// Aligned: the AMX kernel loads and stores it as tiles.
+    o: AlignedVec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::default();
+}
+
+impl Job<'_> {
+    pub(super) fn run(&self, task: Task<'_>) {
+        match self.kernel {
+            Kernel::Reference => self.run_with(&mut Reference, task),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                // SAFETY: `attend` checked AVX2 and FMA.
+                self.run_with(&mut unsafe { super::avx2::Avx2::new() }, task);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => {
+                // SAFETY: `attend` checked AVX512-BF16.
+                self.run_with(&mut unsafe { super::avx512::Avx512::new() }, task);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => {
+                // SAFETY: `attend` checked AMX (granted to the process) and AVX512-BF16.
+                let mut kernel = unsafe { super::amx::AmxPasses::new(crate::tiles::Amx::new()) };
+                self.run_with(&mut kernel, task);
+            }
+            #[cfg(all(test, target_arch = "x86_64"))]
+            Kernel::SoftAmx => {
+                // SAFETY: `attend` checked AVX512-BF16; the tile model needs nothing.
+                let mut kernel =
+                    unsafe { super::amx::AmxPasses::new(crate::tiles::SoftTiles::new()) };
+                self.run_with(&mut kernel, task);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("x86 kernel on another architecture"),
+        }
+    }
+
+    fn run_with<K: PassKernel>(&self, kernel: &mut K, mut task: Task<'_>) {
+        STATE.with_borrow_mut(|state| self.attend_task(kernel, &mut task, state));
+    }
+
+    /// Rows go by query block, then head, then position: row `(qb · group + t) · 32 + i` is
+    /// query head t of the group at position i of the task's query block qb, so a pass is one
+    /// head at consecutive positions, `q · dp` apart in the packed Q. Positions past the
+    /// sequence's end are zero rows whose results are dropped; they see the keys of its last
+    /// position.
+    fn attend_task<K: PassKernel>(&self, kernel: &mut K, task: &mut Task<'_>, state: &mut State) {
+        let Heads { q, kv, .. } = self.heads;
+        let (group, dp) = (q / kv, self.packed.dp);
+        let seq_len = self.sequences[task.seq].len();
+        let n = task.out.len();
+        let (first, blocks) = (task.block * KEYS, n.div_ceil(KEYS));
+
+        // Not zeroed: a row's first key block sets its state.
+        let rows = blocks * group * KEYS;
+        state.o.resize_for_overwrite(rows * dp);
+        state.l.resize(rows * LANES, 0.0);
+        state.m.clear();
+        state.m.resize(rows, f32::NEG_INFINITY);
+        let mut valid = [0usize; MAX_ROWS];
+        // Key blocks go K::BLOCKS at a time from the sequence start (so a row's steps do not
+        // depend on the task it is in); a query block takes the ones up to its own.
+        for b in (0..task.block + blocks).step_by(K::BLOCKS) {
+            let first_key = b * KEYS;
+            let (k, v) = self.key_blocks::<K>(task, b);
+            // Query blocks before key block b see none of it.
+            for qb in b.saturating_sub(task.block)..blocks {
+                let (queries, _, _) = self.packed.block(task.seq, task.block + qb, task.head);
+                let in_block = (n - qb * KEYS).min(KEYS);
+                for t in 0..group {
+                    for i in (0..in_block).step_by(K::ROWS) {
+                        for (j, valid) in valid[..K::ROWS].iter_mut().enumerate() {
+                            let position = first + qb * KEYS + (i + j).min(in_block - 1);
+                            *valid = (position + 1 - first_key).min(seq_len - first_key);
+                        }
+                        let r = (qb * group + t) * KEYS + i;
+                        let mut pass = Pass {
+                            q: &queries[i * q * dp + (task.head * group + t) * dp..],
+                            q_stride: q * dp,
+                            o: &mut state.o[r * dp..(r + K::ROWS) * dp],
+                            m: &mut state.m[r..r + K::ROWS],
+                            l: &mut state.l[r * LANES..(r + K::ROWS) * LANES],
+                            valid: &valid[..K::ROWS],
+                            first: b == 0,
+                            blocks: K::BLOCKS.min(task.block + qb + 1 - b),
+                            k,
+                            v,
+                            dp,
+                            c: self.c,
+                        };
+                        kernel.pass(&mut pass);
+                    }
+                }
+            }
+        }
+        self.write_out(kernel, task, state);
+    }
+
+    /// K and V of key blocks `b..b + K::BLOCKS` of the task's head (empty past the sequence).
+    fn key_blocks<K: PassKernel>(&self, task: &Task<'_>, b: usize) -> ([&[u32]; 2], [&[u32]; 2]) {
+        let blocks = self.sequences[task.seq].len().div_ceil(KEYS);
+        let (mut k, mut v) = ([&[][..]; 2], [&[][..]; 2]);
+        for i in 0..K::BLOCKS.min(blocks - b) {
+            (_, k[i], v[i]) = self.packed.block(task.seq, b + i, task.head);
+        }
+        (k, v)
+    }
+
+    /// Divides each row by its probability sum and rounds it into the task's output columns.
+    fn write_out<K: PassKernel>(&self, kernel: &K, task: &mut Task<'_>, state: &State) {
+        let Heads { q, kv, dim } = self.heads;
+        let (group, dp) = (q / kv, self.packed.dp);
+        for (p, dst) in task.out.iter_mut().enumerate() {
+            let (qb, i) = (p / KEYS, p % KEYS);
+            for (t, dst) in dst.chunks_exact_mut(dim).enumerate() {
+                let r = (qb * group + t) * KEYS + i;
+                let total: f32 = state.l[r * LANES..(r + 1) * LANES].iter().sum();
+                kernel.finish(&state.o[r * dp..r * dp + dim], 1.0 / total, dst);
+            }
+        }
+    }
+}

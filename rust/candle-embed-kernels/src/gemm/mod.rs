@@ -1,0 +1,301 @@
+//! `gemm`: `C (+)= A · Wᵀ` with A in bf16 ([`BfMatrix`]), W packed ([`PackedWeight`]), C in f32.
+//!
+//! The work is cut into rectangles of C — [`row_chunk`] rows × a run of 32-column panels — spread
+//! over rayon's threads. Inside a rectangle the panel is the outer loop, so a panel (K × 32 bf16,
+//! 64–192 KB) is read from memory once and reused from cache by every row block, while the rows of
+//! A stay in L2 across panels.
+//!
+//! Every output row goes through the same instructions in the same order whatever the other rows
+//! are, so a text's vector does not depend on the batch it is in. That is also why an AMX CPU uses
+//! tiles even for a single row: mixing in another kernel for small batches would change the
+//! summation order, and a single row is limited by reading the weights anyway.
+
+use std::ops::Range;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::isa::{Isa, Kernel};
+use crate::matrix::{BfMatrix, BLOCK};
+use crate::pack::PackedWeight;
+
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod reference;
+#[cfg(test)]
+mod tests;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::split;
+
+/// Rows of C per task: the task's rows of A (about 1 MiB of bf16) stay in the core's L2 while
+/// every panel of its column range streams past them once. Tuned on the 0.6B shapes
+/// (`examples/gemm_gflops.rs`): 256 rows for K = 1024 and 2048, 160 for K = 3072.
+fn row_chunk(k: usize) -> usize {
+    ((1 << 20) / (2 * k.max(1))).clamp(64, 256) / BLOCK * BLOCK
+}
+
+/// `C[m, n] (+)= Σ_k A[m, k] · W[n, k]` for the `A.rows() × W.n()` block of `c`, whose rows are
+/// `ldc` elements apart. With `accumulate` the product is added to what `c` holds (a residual).
+pub fn gemm(isa: Isa, a: &BfMatrix, w: &PackedWeight, c: &mut [f32], ldc: usize, accumulate: bool) {
+    assert!(
+        isa.is_supported(),
+        "gemm: the {isa} kernel cannot run on this CPU"
+    );
+    run(Kernel::from(isa), a, w, c, ldc, accumulate);
+}
+
+/// Floating-point operations of one `gemm` call, for throughput figures.
+pub fn flops(m: usize, n: usize, k: usize) -> f64 {
+    2.0 * m as f64 * n as f64 * k as f64
+}
+
+/// Where finished blocks of `A · Wᵀ` go; shared by tasks that write disjoint rectangles of it.
+#[derive(Clone, Copy)]
+pub(crate) enum Sink {
+    /// f32 C, rows `ldc` apart; `accumulate` adds to what is there.
+    F32 {
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    },
+    /// `bf16(silu(gate) · up)`: W interleaves gate and up 16 columns at a time
+    /// ([`PackedWeight::gate_up`]), so panel `nb` yields outputs `16·nb..16·nb + 16` of `n_out`.
+    SiluMul {
+        out: *mut bf16,
+        ldo: usize,
+        n_out: usize,
+    },
+}
+// SAFETY: tasks only write their own rectangles (disjoint rows × panels), see `run`.
+unsafe impl Send for Sink {}
+// SAFETY: as above.
+unsafe impl Sync for Sink {}
+
+impl Sink {
+    pub(crate) fn accumulates(self) -> bool {
+        matches!(
+            self,
+            Sink::F32 {
+                accumulate: true,
+                ..
+            }
+        )
+    }
+
+    /// Copies C's current values of a block into `scratch` (rows 32 apart) before accumulating.
+    ///
+    /// # Safety
+    /// Rows `r..r + valid`, panel `nb`'s `cols` columns lie inside C.
+    pub(crate) unsafe fn preload(
+        self,
+        scratch: &mut [f32],
+        r: usize,
+        nb: usize,
+        valid: usize,
+        cols: usize,
+    ) {
+        if let Sink::F32 { c, ldc, .. } = self {
+            scratch.fill(0.0);
+            for i in 0..valid {
+                // SAFETY: per the contract.
+                unsafe {
+                    let src = c.add((r + i) * ldc + nb * BLOCK);
+                    std::ptr::copy_nonoverlapping(src, scratch.as_mut_ptr().add(i * BLOCK), cols);
+                }
+            }
+        }
+    }
+
+    /// Writes a finished block held in `scratch` (rows 32 apart) to its place.
+    ///
+    /// # Safety
+    /// Rows `r..r + valid` and panel `nb` lie inside the sink; no other task writes them.
+    pub(crate) unsafe fn finish(
+        self,
+        scratch: &[f32],
+        r: usize,
+        nb: usize,
+        valid: usize,
+        cols: usize,
+    ) {
+        match self {
+            Sink::F32 { c, ldc, .. } => {
+                for i in 0..valid {
+                    // SAFETY: per the contract.
+                    unsafe {
+                        let dst = c.add((r + i) * ldc + nb * BLOCK);
+                        std::ptr::copy_nonoverlapping(scratch.as_ptr().add(i * BLOCK), dst, cols);
+                    }
+                }
+            }
+            Sink::SiluMul { out, ldo, n_out } => {
+                let first = nb * 16;
+                let count = n_out.saturating_sub(first).min(16);
+                // SAFETY: per the contract; `count` keeps to the rows' real outputs.
+                unsafe {
+                    crate::elementwise::silu_mul_block(
+                        scratch,
+                        valid,
+                        out.add(r * ldo + first),
+                        ldo,
+                        count,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn run(
+    kernel: Kernel,
+    a: &BfMatrix,
+    w: &PackedWeight,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (m, n) = (a.rows(), w.n());
+    assert!(ldc >= n, "gemm: ldc {ldc} < n {n}");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        c.len() >= (m - 1) * ldc + n,
+        "gemm: C holds {} values, needs {m}×{n} at stride {ldc}",
+        c.len()
+    );
+    let sink = Sink::F32 {
+        c: c.as_mut_ptr(),
+        ldc,
+        accumulate,
+    };
+    run_into(kernel, a, w, sink);
+}
+
+/// `out = bf16(silu(A · Wgateᵀ) · (A · Wupᵀ))` with `W` from [`PackedWeight::gate_up`]: the
+/// MLP's gate/up GEMM with SiLU and the product applied to each block while it is still in L1,
+/// so the `rows × 2·intermediate` f32 result never goes to memory.
+pub fn gemm_silu_mul(
+    isa: Isa,
+    a: &BfMatrix,
+    w: &PackedWeight,
+    intermediate: usize,
+    out: &mut BfMatrix,
+) {
+    assert!(
+        isa.is_supported(),
+        "gemm: the {isa} kernel cannot run on this CPU"
+    );
+    assert_eq!(
+        w.n(),
+        32 * intermediate.div_ceil(16),
+        "gemm_silu_mul: W is not a gate_up weight of {intermediate}"
+    );
+    // Every real output is written by the epilogue.
+    out.reshape_for_overwrite(a.rows(), intermediate);
+    if a.rows() == 0 {
+        return;
+    }
+    let sink = Sink::SiluMul {
+        out: out.padded_mut().as_mut_ptr(),
+        ldo: out.stride(),
+        n_out: intermediate,
+    };
+    run_into(Kernel::from(isa), a, w, sink);
+}
+
+fn run_into(kernel: Kernel, a: &BfMatrix, w: &PackedWeight, sink: Sink) {
+    let m = a.rows();
+    assert_eq!(
+        a.cols(),
+        w.k(),
+        "gemm: A has {} columns, W has {} inputs",
+        a.cols(),
+        w.k()
+    );
+
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = row_chunk(w.k());
+    let row_chunks = m.div_ceil(chunk);
+    // Rows alone give too few tasks for small batches; then the panels are split too.
+    let col_splits = if row_chunks >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(row_chunks).min(w.n_blocks())
+    };
+    let tasks: Vec<(Range<usize>, Range<usize>)> = (0..row_chunks)
+        .flat_map(|r| {
+            let rows = r * chunk..((r + 1) * chunk).min(m);
+            (0..col_splits).map(move |s| {
+                let panels = s * w.n_blocks() / col_splits..(s + 1) * w.n_blocks() / col_splits;
+                (rows.clone(), panels)
+            })
+        })
+        .collect();
+    let task = |(rows, panels): &(Range<usize>, Range<usize>)| {
+        // SAFETY: `rows × panels` rectangles are disjoint between tasks and lie inside the sink
+        // (checked by the callers); A and W are padded to whole blocks.
+        unsafe { rectangle(kernel, a, w, sink, rows.clone(), panels.clone()) };
+    };
+    if tasks.len() == 1 {
+        task(&tasks[0]);
+    } else {
+        tasks.par_iter().for_each(task);
+    }
+}
+
+/// One task: rows × panels of the result.
+///
+/// # Safety
+/// The sink is valid for `A.rows()` rows; the rectangle is not written concurrently.
+unsafe fn rectangle(
+    kernel: Kernel,
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::rows(&mut crate::tiles::Amx::new(), a, w, sink, rows, panels),
+            #[cfg(test)]
+            Kernel::SoftAmx => {
+                amx::rows(
+                    &mut crate::tiles::SoftTiles::new(),
+                    a,
+                    w,
+                    sink,
+                    rows,
+                    panels,
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => avx512::rows(a, w, sink, rows, panels),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::rows(a, w, sink, rows, panels),
+            Kernel::Reference => reference::rows(a, w, sink, rows, panels),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("x86 kernel on another architecture"),
+        }
+    }
+}
+
+/// `A · Wᵀ` from unpacked row-major operands, in f64: the yardstick for the kernels.
+pub fn f64_reference(a: &[bf16], w: &[bf16], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut c = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k)
+                .map(|p| f64::from(a[i * k + p].to_f32()) * f64::from(w[j * k + p].to_f32()))
+                .sum();
+        }
+    }
+    c
+}

@@ -1,0 +1,46 @@
+//! The portable GEMM loop: scalar code with the kernels' arithmetic (bf16 products summed in
+//! f32, K pair by pair).
+
+use std::ops::Range;
+
+use super::Sink;
+use crate::matrix::{BfMatrix, BLOCK};
+use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
+
+/// Scalar code with the same arithmetic: bf16 products summed in f32, K pair by pair.
+pub(super) unsafe fn rows(
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let (k_blocks, n, lda) = (w.k_blocks(), w.n(), a.stride());
+    let a_all = a.padded();
+    for nb in panels {
+        let panel = w.panel(nb);
+        let cols = (n - nb * BLOCK).min(BLOCK);
+        for r in rows.clone() {
+            let a_row = &a_all[r * lda..(r + 1) * lda];
+            let mut sums = [0f32; BLOCK];
+            if sink.accumulates() {
+                // SAFETY: row r, panel nb lie in the caller's rectangle.
+                unsafe { sink.preload(&mut sums, r, nb, 1, cols) };
+            }
+            for kb in 0..k_blocks {
+                let blk = &panel[kb * BLOCK_ELEMS..(kb + 1) * BLOCK_ELEMS];
+                for (col, sum) in sums.iter_mut().enumerate() {
+                    let tile = &blk[(col / 16) * TILE_ELEMS..];
+                    for pair in 0..16 {
+                        let at = pair * 32 + (col % 16) * 2;
+                        let k = kb * BLOCK + 2 * pair;
+                        *sum += a_row[k].to_f32() * tile[at].to_f32()
+                            + a_row[k + 1].to_f32() * tile[at + 1].to_f32();
+                    }
+                }
+            }
+            // SAFETY: as above.
+            unsafe { sink.finish(&sums, r, nb, 1, cols) };
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Every GEMM kernel against f64 products: ragged shapes, single rows, threads, the fused
+//! epilogue, row independence.
+
+use super::*;
+
+fn values(count: usize, seed: u64) -> Vec<bf16> {
+    crate::test_values(count, seed)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect()
+}
+
+fn kernels() -> Vec<Kernel> {
+    let mut all = vec![Kernel::Reference, Kernel::SoftAmx];
+    if Isa::Avx512Bf16.is_supported() {
+        all.push(Kernel::Avx512Bf16);
+    }
+    if Isa::Avx2.is_supported() {
+        all.push(Kernel::Avx2);
+    }
+    if Isa::Amx.is_supported() {
+        all.push(Kernel::Amx);
+    }
+    all
+}
+
+/// Runs `kernel` on an m×k by n×k problem and returns the largest error relative to the
+/// f64 result, measured against Σ|a·w| (the scale f32 rounding of a sum works at).
+fn check(kernel: Kernel, m: usize, n: usize, k: usize, accumulate: bool) {
+    let (a_vals, w_vals) = (
+        values(m * k, (m * 31 + k) as u64),
+        values(n * k, (n * 17 + k) as u64),
+    );
+    let a = BfMatrix::from_f32(&a_vals.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, k);
+    let w = PackedWeight::new(&w_vals, n, k);
+    let ldc = n + 3;
+    let start: Vec<f32> = (0..m * ldc).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut c = start.clone();
+    run(kernel, &a, &w, &mut c, ldc, accumulate);
+    let exact = f64_reference(&a_vals, &w_vals, m, n, k);
+    for i in 0..m {
+        for j in 0..ldc {
+            let got = c[i * ldc + j];
+            if j >= n {
+                assert_eq!(
+                    got.to_bits(),
+                    start[i * ldc + j].to_bits(),
+                    "{kernel:?} wrote outside C at ({i}, {j})"
+                );
+                continue;
+            }
+            let base = if accumulate {
+                f64::from(start[i * ldc + j])
+            } else {
+                0.0
+            };
+            let want = base + exact[i * n + j];
+            let magnitude: f64 = base.abs()
+                + (0..k)
+                    .map(|p| {
+                        f64::from((a_vals[i * k + p].to_f32() * w_vals[j * k + p].to_f32()).abs())
+                    })
+                    .sum::<f64>();
+            // Products of bf16 are exact in f32; only the f32 additions round, each by at
+            // most 2^-24 of the running sum: k·2^-24·Σ|aw| bounds the error, 1e-6 rounds it up.
+            let bound = (k as f64 * 6e-8).max(1e-6) * magnitude.max(1.0);
+            assert!(
+                (f64::from(got) - want).abs() <= bound,
+                "{kernel:?} {m}×{n}×{k} at ({i}, {j}): {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ragged_shapes_and_single_rows() {
+    let shapes = [
+        (1, 1, 1),
+        (1, 32, 32),
+        (1, 50, 70),
+        (3, 17, 5),
+        (16, 32, 64),
+        (17, 33, 31),
+        (32, 64, 96),
+        (45, 40, 100),
+        (130, 70, 64),
+    ];
+    for kernel in kernels() {
+        for &(m, n, k) in &shapes {
+            if kernel == Kernel::SoftAmx && m * n * k > 200_000 {
+                continue;
+            }
+            check(kernel, m, n, k, false);
+            check(kernel, m, n, k, true);
+        }
+    }
+}
+
+#[test]
+fn larger_shapes_spread_over_threads() {
+    for kernel in kernels().into_iter().filter(|k| *k != Kernel::SoftAmx) {
+        check(kernel, 300, 200, 256, false);
+        check(kernel, 257, 96, 1024, true);
+    }
+}
+
+/// The model and the hardware agree bit for bit: same pairs, same f32 order per tile row
+/// (within the precision the model assumes, checked loosely where they might differ).
+#[test]
+fn software_tiles_match_the_hardware() {
+    if !Isa::Amx.is_supported() {
+        return;
+    }
+    let (m, n, k) = (40, 48, 96);
+    let a_vals = values(m * k, 1);
+    let a = BfMatrix::from_f32(&a_vals.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, k);
+    let w = PackedWeight::new(&values(n * k, 2), n, k);
+    let (mut hw, mut soft) = (vec![0f32; m * n], vec![0f32; m * n]);
+    run(Kernel::Amx, &a, &w, &mut hw, n, false);
+    run(Kernel::SoftAmx, &a, &w, &mut soft, n, false);
+    let worst = hw
+        .iter()
+        .zip(&soft)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "hardware and model differ by {worst}");
+}
+
+#[test]
+fn fused_silu_mul_matches_the_unfused_formula() {
+    for kernel in kernels() {
+        for &(m, inter, k) in &[(1, 16, 32), (3, 40, 64), (17, 80, 48), (45, 96, 96)] {
+            let a_vals = values(m * k, 3);
+            let (gate, up) = (values(inter * k, 4), values(inter * k, 5));
+            let a =
+                BfMatrix::from_f32(&a_vals.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, k);
+            let w = PackedWeight::gate_up(&gate, &up, inter, k);
+            let mut out = BfMatrix::default();
+            let sink_out = |out: &mut BfMatrix| Sink::SiluMul {
+                out: out.padded_mut().as_mut_ptr(),
+                ldo: out.stride(),
+                n_out: inter,
+            };
+            out.reset(m, inter);
+            run_into(kernel, &a, &w, sink_out(&mut out));
+            let (g, u) = (
+                f64_reference(&a_vals, &gate, m, inter, k),
+                f64_reference(&a_vals, &up, m, inter, k),
+            );
+            for i in 0..m {
+                for j in 0..inter {
+                    let (gv, uv) = (g[i * inter + j], u[i * inter + j]);
+                    let want = gv / (1.0 + (-gv).exp()) * uv;
+                    let got = f64::from(out.row(i)[j].to_f32());
+                    // One bf16 rounding (2^-9 relative) plus f32 sums: 2^-8 of the value.
+                    assert!(
+                        (got - want).abs() <= want.abs() / 256.0 + 1e-5,
+                        "{kernel:?} ({i}, {j}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A row's result is the same whatever rows surround it (batch invariance).
+#[test]
+fn rows_do_not_depend_on_their_neighbours() {
+    let (n, k) = (96, 128);
+    let w = PackedWeight::new(&values(n * k, 5), n, k);
+    let row: Vec<f32> = values(k, 9).iter().map(|v| v.to_f32()).collect();
+    for kernel in kernels() {
+        let alone = BfMatrix::from_f32(&row, 1, k);
+        let mut c1 = vec![0f32; n];
+        run(kernel, &alone, &w, &mut c1, n, false);
+        let m = 77;
+        let mut many: Vec<f32> = values(m * k, 11).iter().map(|v| v.to_f32()).collect();
+        many[50 * k..51 * k].copy_from_slice(&row);
+        let batch = BfMatrix::from_f32(&many, m, k);
+        let mut c2 = vec![0f32; m * n];
+        run(kernel, &batch, &w, &mut c2, n, false);
+        assert_eq!(c1, c2[50 * n..51 * n], "{kernel:?}");
+    }
+}

@@ -46,15 +46,23 @@ def expected_cpu_kernel(explicit_bf16: bool = False) -> Optional[str]:
         return None
     if forced not in ("", "auto"):
         return forced
+    # "auto" and "bf16" both take the fastest family the CPU has.
+    del explicit_bf16
+    runnable = runnable_cpu_kernels()
+    return next((k for k in ("amx", "avx512bf16", "avx512", "avx2") if k in runnable), None)
+
+
+def runnable_cpu_kernels() -> list[str]:
+    """Every bf16 kernel family this CPU can run, by /proc/cpuinfo's flags, fastest first; the
+    portable reference always."""
     flags = cpu_flags()
-    if {"amx_bf16", "amx_tile", "avx512_bf16"} <= flags:
-        return "amx"
-    if "avx512_bf16" in flags:
-        return "avx512bf16"
-    # AVX2 serves an explicit bf16 only: "auto" keeps f32 where bf16 is not several times faster.
-    if explicit_bf16 and {"avx2", "fma"} <= flags:
-        return "avx2"
-    return None
+    needs = {
+        "amx": {"amx_bf16", "amx_tile", "avx512_bf16"},
+        "avx512bf16": {"avx512_bf16", "avx512bw", "avx512f"},
+        "avx512": {"avx512f", "avx2", "fma"},
+        "avx2": {"avx2", "fma"},
+    }
+    return [k for k, need in needs.items() if need <= flags] + ["reference"]
 
 
 def bf16_cpu_kernel() -> Optional[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from candle_embed import EmbeddingArchitecture, EmbeddingRequest, Runner, Tokenizer, Which
 
-from fixture_models import GQA, MQA, bf16_cpu_kernel, cpu_flags, embed, expected_cpu_kernel, load
+from fixture_models import GQA, MQA, bf16_cpu_kernel, embed, expected_cpu_kernel, load, runnable_cpu_kernels
 
 
 TEXTS = [
@@ -108,8 +108,8 @@ def test_runner_info(request, model, expected):
     runner = request.getfixturevalue("gqa" if model == GQA else "mqa")
     info = runner.info
     kernel = expected_cpu_kernel()
-    # dtype="auto": bf16 on our kernels where the CPU has AMX or AVX512-BF16, else candle's f32
-    # (AVX2 alone serves an explicit dtype="bf16" only).
+    # dtype="auto": bf16 on our kernels where the CPU has AMX, AVX512-BF16, AVX-512F or AVX2,
+    # else candle's f32.
     assert info["dtype"] == ("bf16" if kernel else "f32")
     assert info["kernel"] == (kernel or "candle")
     assert info["device"] == "cpu"
@@ -338,14 +338,13 @@ def test_explicit_dtype_equals_auto(gqa):
 
 
 def test_forced_kernels_agree(monkeypatch):
-    """Every bf16 kernel the CPU can run (AVX512-BF16, AVX2, the portable reference) gives the
-    vectors of the kernel dtype="bf16" picks by itself, up to the effects of f32 summation order."""
+    """Every bf16 kernel the CPU can run (AVX512-BF16, AVX-512F, AVX2, the portable reference)
+    gives the vectors of the kernel dtype="bf16" picks by itself, up to the effects of f32
+    summation order."""
     if bf16_cpu_kernel() is None:
         monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "reference")
     want = embed(Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16")), input=TEXTS)
-    flags = cpu_flags()
-    runnable = {"avx512bf16": "avx512_bf16" in flags, "avx2": {"avx2", "fma"} <= flags, "reference": True}
-    for kernel in [name for name, ok in runnable.items() if ok]:
+    for kernel in runnable_cpu_kernels():
         monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
         runner = Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
         assert runner.info["kernel"] == kernel
@@ -356,7 +355,7 @@ def test_forced_kernels_agree(monkeypatch):
 
 
 def test_bf16_runs_on_the_best_kernel_the_cpu_has():
-    # dtype="bf16" asks for bf16 even where "auto" would keep f32: AVX2 CPUs get the AVX2 kernel.
+    # dtype="bf16" runs the fastest family the CPU has, as "auto" does.
     kernel = bf16_cpu_kernel()
     if kernel is None:
         with pytest.raises(ValueError):

@@ -544,11 +544,11 @@ def test_f16_on_cpu(dtype):
 
 
 def test_bf16_on_cpu_without_a_bf16_kernel(monkeypatch):
-    # "none" stands in for a CPU with none of AMX, AVX512-BF16 and AVX2.
+    # "none" stands in for a CPU with none of AMX, AVX512-BF16, AVX-512F and AVX2.
     monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "none")
     with pytest.raises(ValueError) as err:
         Runner(which=Which.Embedding(model_id=str(GQA), dtype="bf16"))
-    says(err, '"bf16"', "needs AMX, AVX512-BF16 or AVX2", '"f32"', "CANDLE_EMBED_CPU_KERNEL=reference")
+    says(err, '"bf16"', "needs AMX, AVX512-BF16, AVX-512F or AVX2", '"f32"', "CANDLE_EMBED_CPU_KERNEL=reference")
     # dtype="auto" falls back to candle's f32 there.
     info = Runner(which=Which.Embedding(model_id=str(GQA))).info
     assert (info["dtype"], info["kernel"]) == ("f32", "candle")
@@ -558,13 +558,13 @@ def test_forced_kernel_that_is_not_a_kernel(monkeypatch):
     monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", "sse9")
     with pytest.raises(ValueError) as err:
         Runner(which=Which.Embedding(model_id=str(GQA)))
-    says(err, "CANDLE_EMBED_CPU_KERNEL", '"sse9"', '"amx"', '"avx512bf16"', '"avx2"', '"reference"', '"none"')
+    says(err, "CANDLE_EMBED_CPU_KERNEL", '"sse9"', '"amx"', '"avx512bf16"', '"avx512"', '"avx2"', '"reference"', '"none"')
 
 
-@pytest.mark.parametrize("kernel", ["amx", "avx512bf16", "avx2"])
+@pytest.mark.parametrize("kernel", ["amx", "avx512bf16", "avx512", "avx2"])
 def test_forced_kernel_the_cpu_lacks(monkeypatch, kernel):
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    if {"amx": "amx_bf16", "avx512bf16": "avx512_bf16", "avx2": "avx2"}[kernel] in flags:
+    if {"amx": "amx_bf16", "avx512bf16": "avx512_bf16", "avx512": "avx512f", "avx2": "avx2"}[kernel] in flags:
         pytest.skip(f"this CPU has {kernel}; the refusal is for CPUs without it")
     monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
     with pytest.raises(ValueError) as err:

@@ -4,9 +4,10 @@ The fixtures (tiny random-weight Qwen3 models and their expected outputs) are wr
 `scripts/make_fixtures.py`; see that script for how the references were computed. Every
 (dtype, model, case) triple is its own test, named `<dtype>-<model>/<case id>`.
 
-Both compute dtypes run: f32 (candle's ops) and bf16 (our AMX / AVX512-BF16 kernels). On a CPU
-with neither, bf16 runs the portable reference kernels (CANDLE_EMBED_CPU_KERNEL=reference), so
-the bf16 numbers are checked on every machine.
+Both compute dtypes run: f32 (candle's ops) and bf16 on our kernels — the family dtype="bf16"
+picks ("bf16"), then every other family this CPU can run, forced in turn ("bf16-avx2",
+"bf16-reference", ...), so each kernel `auto` might pick is held to the same yardstick. On a CPU
+with no bf16 family, "bf16" runs the portable reference kernels.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import pytest
 
 from candle_embed import EmbeddingRequest, Runner, Which
 
-from fixture_models import bf16_cpu_kernel
+from fixture_models import bf16_cpu_kernel, runnable_cpu_kernels
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = ("gqa-bf16", "mqa-f16-prefix", "mha-f32-sharded")
 BF16_FLOOR = 1e-2
-DTYPES = ("f32", "bf16")
+# "bf16" is the kernel the engine picks; "bf16-<kernel>" forces another one the CPU can run.
+DTYPES = ("f32", "bf16") + tuple(f"bf16-{k}" for k in runnable_cpu_kernels() if k != bf16_cpu_kernel())
+BF16_MODES = tuple(d for d in DTYPES if d.startswith("bf16"))
 
 
 def _load_cases() -> list[tuple[str, dict]]:
@@ -54,19 +57,23 @@ def runners():
     """One Runner per (model directory, dtype), loaded on first use and shared by the module."""
     loaded: dict[tuple[str, str], Runner] = {}
 
-    def get(model: str, dtype: str = "f32") -> Runner:
-        if (model, dtype) not in loaded:
+    def get(model: str, mode: str = "f32") -> Runner:
+        if (model, mode) not in loaded:
             model_dir = FIXTURES / "models" / model
+            dtype, _, kernel = mode.partition("-")
+            kernel = kernel or (bf16_cpu_kernel() if dtype == "bf16" else None) or "reference"
             mp = pytest.MonkeyPatch()
-            if dtype == "bf16" and bf16_cpu_kernel() is None:
-                mp.setenv("CANDLE_EMBED_CPU_KERNEL", "reference")
+            if dtype == "bf16":
+                mp.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
             try:
                 runner = Runner(which=Which.Embedding(model_id=str(model_dir), dtype=dtype))
             finally:
                 mp.undo()
             assert runner.info["dtype"] == dtype
-            loaded[(model, dtype)] = runner
-        return loaded[(model, dtype)]
+            if dtype == "bf16":
+                assert runner.info["kernel"] == kernel
+            loaded[(model, mode)] = runner
+        return loaded[(model, mode)]
 
     return get
 
@@ -132,15 +139,16 @@ def test_embeddings_match_reference(runners, dtype, model, case, request):
     assert max_diff <= max(hf, BF16_FLOOR), f"max |diff| = {max_diff:.3e}, transformers bf16: {hf:.3e}"
 
 
+@pytest.mark.parametrize("mode", BF16_MODES)
 @pytest.mark.parametrize("model", MODELS)
-def test_bf16_is_closer_to_the_reference_than_transformers_bf16(runners, model):
-    """Over a model's whole case list, the mean error of our bf16 path is below transformers'."""
+def test_bf16_is_closer_to_the_reference_than_transformers_bf16(runners, model, mode):
+    """Over a model's whole case list, the mean error of each bf16 kernel is below transformers'."""
     ours, theirs = [], []
     for m, case in CASES:
         if m != model:
             continue
         want = np.asarray(case["embeddings"], dtype=np.float32)
-        got = _embed(runners(model, "bf16"), case["request"])
+        got = _embed(runners(model, mode), case["request"])
         ours.append(float(np.max(np.abs(got - want))))
         theirs.append(float(np.max(np.abs(np.asarray(case["embeddings_bf16"]) - want))))
     assert np.mean(ours) <= np.mean(theirs), f"mean max |diff|: ours {np.mean(ours):.3e}, transformers {np.mean(theirs):.3e}"
@@ -155,7 +163,7 @@ def test_batch_row_equals_input_alone(runners, dtype, model, case, request):
     # Padding and batch size must not change a vector beyond float32 rounding noise.
     max_diff = float(np.max(np.abs(batch - alone)))
     _record(request, batch, alone, max_diff)
-    if dtype == "bf16":
+    if dtype.startswith("bf16"):
         # Our kernels treat every row and every sequence alike (same instructions, same order),
         # so this is exact, not approximate.
         assert np.array_equal(batch, alone), f"not bitwise equal: max |diff| = {max_diff:.3e}"
@@ -172,6 +180,6 @@ def test_batch_order_does_not_matter(runners, dtype, model, case, request):
     # Same inputs in reverse order, so different padding per row: equal up to rounding noise.
     max_diff = float(np.max(np.abs(forward - backward)))
     _record(request, forward, backward, max_diff)
-    if dtype == "bf16":
+    if dtype.startswith("bf16"):
         assert np.array_equal(forward, backward), f"not bitwise equal: max |diff| = {max_diff:.3e}"
     assert max_diff <= 1e-6, f"max |diff| = {max_diff:.3e}"

@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| "bench-out/qwen3-0.6b-random".into()),
     );
     let count: usize = args.next().map_or(Ok(256), |n| n.parse())?;
-    let isa = match candle_embed_kernels::isa::select_bf16().map_err(anyhow::Error::msg)? {
+    let isa = match candle_embed_kernels::isa::select().map_err(anyhow::Error::msg)? {
         candle_embed_kernels::Selection::Bf16(isa) => isa,
         candle_embed_kernels::Selection::None => anyhow::bail!("no bf16 kernel on this CPU"),
     };

@@ -2,9 +2,9 @@
 //! f32 matmul (the f32 path's GEMM) on the same problem beside it (criterion's
 //! `benches/kernels.rs` is the reference benchmark).
 //!
-//!     cargo run --release -p candle-embed-kernels --example gemm_gflops [amx|avx512bf16|avx2|reference]
+//!     cargo run --release -p candle-embed-kernels --example gemm_gflops [amx|avx512bf16|avx512|avx2|reference]
 //!
-//! Without an argument: the kernel `dtype="bf16"` would use on this CPU.
+//! Without an argument: the kernel `dtype="auto"` uses on this CPU.
 
 use std::fmt::Write;
 use std::time::Instant;
@@ -29,10 +29,11 @@ fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() -> candle_core::Result<()> {
     let isa = match std::env::args().nth(1).as_deref() {
         Some("avx512bf16") => Isa::Avx512Bf16,
+        Some("avx512") => Isa::Avx512,
         Some("avx2") => Isa::Avx2,
         Some("amx") => Isa::Amx,
         Some("reference") => Isa::Reference,
-        _ => candle_embed_kernels::isa::best_bf16().unwrap_or(Isa::Reference),
+        _ => candle_embed_kernels::isa::best().unwrap_or(Isa::Reference),
     };
     for (name, k, n) in [
         ("qkv", 1024, 4096),

@@ -3,7 +3,12 @@
 //! AMX is read from CPUID leaf 7 and XCR0 (std's feature macro for it is not stable), then Linux is
 //! asked for the tile state with `arch_prctl(ARCH_REQ_XCOMP_PERM)`: without that permission the
 //! first tile instruction kills the process. `CANDLE_EMBED_CPU_KERNEL` forces a choice
-//! (`amx`, `avx512bf16`, `avx2`, `reference`, `none`), for tests and side-by-side comparisons.
+//! (`amx`, `avx512bf16`, `avx512`, `avx2`, `reference`, `none`), for tests and side-by-side
+//! comparisons.
+//!
+//! Every family's vectors are at least as close to the f32 reference as transformers' own bf16
+//! run (the parity suite checks each one the CPU can run), so `dtype="auto"` takes the fastest
+//! the CPU has: AMX, then AVX512-BF16, then AVX-512F, then AVX2.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -18,8 +23,11 @@ pub enum Isa {
     Amx,
     /// AVX512-BF16 dot products (`vdpbf16ps`).
     Avx512Bf16,
+    /// AVX-512F without bf16 instructions (Skylake to Cascade Lake and Ice Lake Xeons): bf16
+    /// widened to f32 in 512-bit registers, f32 fused multiply-adds.
+    Avx512,
     /// AVX2 and FMA: bf16 widened to f32 in registers (a shift), f32 fused multiply-adds. For x86
-    /// CPUs with neither of the above (most laptops, AMD Zen 2/3).
+    /// CPUs with none of the above (most laptops, AMD Zen 2/3).
     Avx2,
     /// Portable scalar code doing the same arithmetic (bf16 inputs, f32 sums); slow, for tests and
     /// for CPUs with none of the above, when forced.
@@ -31,6 +39,7 @@ impl Isa {
         match self {
             Isa::Amx => "amx",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Reference => "reference",
         }
@@ -41,6 +50,7 @@ impl Isa {
         match self {
             Isa::Amx => amx_ready(),
             Isa::Avx512Bf16 => avx512bf16_available(),
+            Isa::Avx512 => avx512_available(),
             Isa::Avx2 => avx2_available(),
             Isa::Reference => true,
         }
@@ -54,7 +64,7 @@ impl fmt::Display for Isa {
 }
 
 /// The code that runs a kernel family's loops, as GEMM and attention dispatch on it: the
-/// [`Isa`] chosen, or, in tests, the AMX loops on the software tile model.
+/// [`Isa`] chosen, or, in tests, a family's loops on a software model of its registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
     Amx,
@@ -62,6 +72,10 @@ pub(crate) enum Kernel {
     #[cfg(test)]
     SoftAmx,
     Avx512Bf16,
+    Avx512,
+    /// The AVX-512F GEMM loop on a 16-lane software model (tests only).
+    #[cfg(test)]
+    SoftAvx512,
     Avx2,
     Reference,
 }
@@ -71,6 +85,7 @@ impl From<Isa> for Kernel {
         match isa {
             Isa::Amx => Self::Amx,
             Isa::Avx512Bf16 => Self::Avx512Bf16,
+            Isa::Avx512 => Self::Avx512,
             Isa::Avx2 => Self::Avx2,
             Isa::Reference => Self::Reference,
         }
@@ -86,20 +101,12 @@ pub enum Selection {
     None,
 }
 
-/// The kernel for `dtype="auto"`, honouring `CANDLE_EMBED_CPU_KERNEL`: bf16 only where the CPU
-/// has AMX or AVX512-BF16, where it is several times f32's speed; `Err` names a forced kernel
-/// the CPU cannot run, or a value that is not a kernel name.
+/// The kernel for `dtype="auto"` and `dtype="bf16"`, honouring `CANDLE_EMBED_CPU_KERNEL`: the
+/// fastest this CPU has ([`best`]); `Err` names a forced kernel the CPU cannot run, or a value
+/// that is not a kernel name.
 pub fn select() -> Result<Selection, String> {
     let forced = std::env::var(KERNEL_ENV).ok();
     select_from(forced.as_deref(), best())
-}
-
-/// The kernel for an explicit `dtype="bf16"`, honouring `CANDLE_EMBED_CPU_KERNEL`: as
-/// [`select`], and AVX2 on CPUs with neither AMX nor AVX512-BF16 (there bf16 is faster than
-/// f32 by less, and less exact, so `auto` keeps f32).
-pub fn select_bf16() -> Result<Selection, String> {
-    let forced = std::env::var(KERNEL_ENV).ok();
-    select_from(forced.as_deref(), best_bf16())
 }
 
 fn select_from(forced: Option<&str>, unforced: Option<Isa>) -> Result<Selection, String> {
@@ -108,12 +115,13 @@ fn select_from(forced: Option<&str>, unforced: Option<Isa>) -> Result<Selection,
         Some("none" | "f32") => return Ok(Selection::None),
         Some("amx") => Isa::Amx,
         Some("avx512bf16") => Isa::Avx512Bf16,
+        Some("avx512") => Isa::Avx512,
         Some("avx2") => Isa::Avx2,
         Some("reference") => Isa::Reference,
         Some(other) => {
             return Err(format!(
                 "{KERNEL_ENV}={other:?} is not a kernel; expected \"auto\", \"amx\", \
-                 \"avx512bf16\", \"avx2\", \"reference\" or \"none\""
+                 \"avx512bf16\", \"avx512\", \"avx2\", \"reference\" or \"none\""
             ))
         }
     };
@@ -127,16 +135,11 @@ fn select_from(forced: Option<&str>, unforced: Option<Isa>) -> Result<Selection,
     }
 }
 
-/// The fastest supported kernel that beats f32 by a wide margin (`dtype="auto"`), if any.
+/// The fastest supported kernel other than the portable reference, if any.
 pub fn best() -> Option<Isa> {
-    [Isa::Amx, Isa::Avx512Bf16]
+    [Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2]
         .into_iter()
         .find(|isa| isa.is_supported())
-}
-
-/// The fastest supported bf16 kernel other than the portable reference, if any.
-pub fn best_bf16() -> Option<Isa> {
-    best().or_else(|| Some(Isa::Avx2).filter(|isa| isa.is_supported()))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -148,6 +151,16 @@ pub(crate) fn avx512bf16_available() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn avx512bf16_available() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f") && avx2_available()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn avx512_available() -> bool {
     false
 }
 
@@ -239,7 +252,7 @@ mod tests {
         );
         let err = select_from(Some("sse9"), best()).unwrap_err();
         assert!(err.contains("\"sse9\" is not a kernel"), "{err}");
-        for isa in [Isa::Amx, Isa::Avx512Bf16, Isa::Avx2] {
+        for isa in [Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2] {
             let got = select_from(Some(isa.name()), best());
             if isa.is_supported() {
                 assert_eq!(got, Ok(Selection::Bf16(isa)));
@@ -250,24 +263,24 @@ mod tests {
     }
 
     #[test]
-    fn auto_prefers_amx_and_bf16_falls_back_to_avx2() {
+    fn auto_takes_the_fastest_family_the_cpu_has() {
         let auto = select_from(None, best()).unwrap();
         match best() {
             Some(isa) => assert_eq!(auto, Selection::Bf16(isa)),
             None => assert_eq!(auto, Selection::None),
         }
-        if amx_ready() {
-            assert_eq!(best(), Some(Isa::Amx));
-        }
-        assert_ne!(best(), Some(Isa::Avx2), "auto never picks AVX2");
-        let expected = if best().is_some() {
-            best()
+        let expected = if amx_ready() {
+            Some(Isa::Amx)
+        } else if avx512bf16_available() {
+            Some(Isa::Avx512Bf16)
+        } else if avx512_available() {
+            Some(Isa::Avx512)
         } else if avx2_available() {
             Some(Isa::Avx2)
         } else {
             None
         };
-        assert_eq!(best_bf16(), expected);
+        assert_eq!(best(), expected);
     }
 
     /// Detection agrees with what /proc says the CPU has (the machines that build this project
@@ -284,6 +297,10 @@ mod tests {
         let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
         assert_eq!(has("avx512_bf16"), avx512bf16_available());
         assert_eq!(has("avx2") && has("fma"), avx2_available());
+        assert_eq!(
+            has("avx512f") && has("avx2") && has("fma"),
+            avx512_available()
+        );
         assert_eq!(
             has("amx_bf16") && has("amx_tile") && has("avx512_bf16"),
             amx_ready()

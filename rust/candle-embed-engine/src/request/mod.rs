@@ -19,11 +19,11 @@ mod builder;
 mod json;
 
 pub use builder::EmbeddingRequestBuilder;
-pub use json::{schema, SchemaBounds, INPUT_SHAPES};
 use json::{
     always_false, always_true, input_schema, null_as_default, null_as_true, right,
     truncate_prompt_tokens_schema,
 };
+pub use json::{schema, SchemaBounds, INPUT_SHAPES};
 
 /// What to embed: text or token ids, one or many.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

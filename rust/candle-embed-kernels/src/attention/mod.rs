@@ -201,10 +201,12 @@ fn attend(
 ) {
     // The AVX512 and AMX kernels (and their packing) need AVX512-BF16, the tiles' softmax
     // included; AVX2 packs with the portable code.
-    let vector = !matches!(kernel, Kernel::Reference | Kernel::Avx2);
+    let vector = matches!(kernel, Kernel::Amx | Kernel::Avx512Bf16);
+    #[cfg(test)]
+    let vector = vector || kernel == Kernel::SoftAmx;
     assert!(!vector || Isa::Avx512Bf16.is_supported());
     assert!(kernel != Kernel::Amx || Isa::Amx.is_supported());
-    assert!(kernel != Kernel::Avx2 || Isa::Avx2.is_supported());
+    assert!(!matches!(kernel, Kernel::Avx2 | Kernel::Avx512) || Isa::Avx2.is_supported());
     // With c > 0 the largest scaled score is the largest score, scaled (see the softmax).
     assert!(
         scale > 0.0 && scale.is_finite(),

@@ -21,15 +21,14 @@ use crate::pack::PackedWeight;
 
 mod amx;
 #[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod reference;
 #[cfg(test)]
 mod tests;
+mod widened;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx2::split;
+pub(crate) use widened::split;
 
 /// Rows of C per task: the task's rows of A (about 1 MiB of bf16) stay in the core's L2 while
 /// every panel of its column range streams past them once. Tuned on the 0.6B shapes
@@ -279,7 +278,11 @@ unsafe fn rectangle(
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 => avx512::rows(a, w, sink, rows, panels),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => avx2::rows(a, w, sink, rows, panels),
+            Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
+            #[cfg(test)]
+            Kernel::SoftAvx512 => widened::rows::<widened::Soft<16>>(a, w, sink, rows, panels),
             Kernel::Reference => reference::rows(a, w, sink, rows, panels),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel on another architecture"),

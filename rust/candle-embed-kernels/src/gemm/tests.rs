@@ -11,7 +11,10 @@ fn values(count: usize, seed: u64) -> Vec<bf16> {
 }
 
 fn kernels() -> Vec<Kernel> {
-    let mut all = vec![Kernel::Reference, Kernel::SoftAmx];
+    let mut all = vec![Kernel::Reference, Kernel::SoftAmx, Kernel::SoftAvx512];
+    if Isa::Avx512.is_supported() {
+        all.push(Kernel::Avx512);
+    }
     if Isa::Avx512Bf16.is_supported() {
         all.push(Kernel::Avx512Bf16);
     }
@@ -180,5 +183,51 @@ fn rows_do_not_depend_on_their_neighbours() {
         let mut c2 = vec![0f32; m * n];
         run(kernel, &batch, &w, &mut c2, n, false);
         assert_eq!(c1, c2[50 * n..51 * n], "{kernel:?}");
+    }
+}
+
+/// `Σ_k a·w` one f32 FMA at a time in K order: the arithmetic the widened kernels promise.
+fn sequential_fma(a: &[bf16], w: &[bf16], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).fold(0f32, |sum, p| {
+                a[i * k + p].to_f32().mul_add(w[j * k + p].to_f32(), sum)
+            });
+        }
+    }
+    c
+}
+
+/// The AVX2 and AVX-512F loops (the latter on its 16-lane model here, on the hardware where the
+/// CPU has it) give exactly the sequential FMA sums: same bits, any shape, any block edge.
+#[test]
+fn widened_kernels_are_the_sequential_fma_sums_bit_for_bit() {
+    let mut widened = vec![Kernel::SoftAvx512];
+    for (isa, kernel) in [(Isa::Avx2, Kernel::Avx2), (Isa::Avx512, Kernel::Avx512)] {
+        if isa.is_supported() {
+            widened.push(kernel);
+        }
+    }
+    for &(m, n, k) in &[
+        (1, 32, 32),
+        (5, 70, 96),
+        (13, 33, 64),
+        (25, 64, 160),
+        (40, 96, 32),
+    ] {
+        let (a_vals, w_vals) = (values(m * k, 21), values(n * k, 22));
+        let a = BfMatrix::from_f32(&a_vals.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, k);
+        let w = PackedWeight::new(&w_vals, n, k);
+        let want = sequential_fma(&a_vals, &w_vals, m, n, k);
+        for &kernel in &widened {
+            let mut c = vec![0f32; m * n];
+            run(kernel, &a, &w, &mut c, n, false);
+            let same = c.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "{kernel:?} {m}×{n}×{k} differs from the sequential FMA sums"
+            );
+        }
     }
 }

@@ -1,0 +1,117 @@
+//! The machine's limits, measured: f32 FMA peak (GFLOP/s, one core and all) with the widest
+//! vectors the CPU has, and memory read bandwidth (GB/s, one thread and all). Kernel figures are
+//! reported against these.
+//!
+//!     cargo run --release -p candle-embed-kernels --example peak
+
+// Calls the FMA loops behind a feature check.
+#![allow(unsafe_code)]
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+/// Independent FMA chains: enough to cover the latency (4–5 cycles) of two FMA ports.
+const CHAINS: usize = 12;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_avx2(iters: usize) -> f32 {
+    use std::arch::x86_64::{
+        _mm256_add_ps, _mm256_cvtss_f32, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_setzero_ps,
+    };
+    let (a, b) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-4));
+    let mut acc = [_mm256_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for x in &mut acc {
+            *x = _mm256_fmadd_ps(*x, a, b);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+    _mm256_cvtss_f32(sum)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_avx512(iters: usize) -> f32 {
+    use std::arch::x86_64::{
+        _mm512_add_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    };
+    let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4));
+    let mut acc = [_mm512_setzero_ps(); CHAINS];
+    for _ in 0..iters {
+        for x in &mut acc {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    _mm512_reduce_add_ps(
+        acc.iter()
+            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x)),
+    )
+}
+
+/// GFLOP/s of `threads` threads each running FMA chains of `lanes`-wide vectors.
+fn fma_peak(threads: usize, lanes: usize, run: fn(usize) -> f32) -> f64 {
+    let iters = 20_000_000;
+    let started = Instant::now();
+    let sums: Vec<f32> = (0..threads)
+        .into_par_iter()
+        .map(|_| std::hint::black_box(run(iters)))
+        .collect();
+    std::hint::black_box(sums);
+    let flops = 2.0 * (iters * CHAINS * lanes * threads) as f64;
+    flops / started.elapsed().as_secs_f64() / 1e9
+}
+
+/// GB/s of `threads` threads summing their parts of a buffer far larger than the caches.
+fn read_bandwidth(buffer: &[u64], threads: usize) -> f64 {
+    let part = buffer.len() / threads;
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let sum: u64 = buffer[..part * threads]
+            .par_chunks(part)
+            .map(|chunk| chunk.iter().fold(0u64, |s, &x| s.wrapping_add(x)))
+            .sum();
+        std::hint::black_box(sum);
+        let bytes = (part * threads * 8) as f64;
+        best = best.max(bytes / started.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+fn main() {
+    let cores = rayon::current_num_threads();
+    println!("threads: {cores}");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA were just detected.
+            let run = |i| unsafe { fma_avx2(i) };
+            println!(
+                "FMA peak, 256-bit: {:.0} GFLOP/s one core, {:.0} all",
+                fma_peak(1, 8, run),
+                fma_peak(cores, 8, run)
+            );
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX512F was just detected.
+            let run = |i| unsafe { fma_avx512(i) };
+            println!(
+                "FMA peak, 512-bit: {:.0} GFLOP/s one core, {:.0} all",
+                fma_peak(1, 16, run),
+                fma_peak(cores, 16, run)
+            );
+        }
+    }
+    // 1 GiB: far past any cache, and a tenth of what the machines here have.
+    let buffer: Vec<u64> = (0..(1u64 << 27)).collect();
+    println!(
+        "memory read: {:.1} GB/s one thread, {:.1} all",
+        read_bandwidth(&buffer, 1),
+        read_bandwidth(&buffer, cores)
+    );
+}

@@ -1,0 +1,431 @@
+//! The GEMM for CPUs without bf16 instructions: bf16 widened to f32 in registers, f32 fused
+//! multiply-adds. One loop, written once over [`Lanes`] (an f32 SIMD register), runs as AVX2 (8
+//! lanes, most laptops, AMD Zen 2/3) and as AVX-512F (16 lanes, Skylake to Ice Lake Xeons); a
+//! portable model of the lanes ([`Soft`]) runs the same loop in the tests, so its indexing,
+//! blocking and edges are checked on any CPU, the 16-lane shape included.
+//!
+//! A packed tile row holds, for 16 columns, the 32-bit word `(k even, k odd)` of each column. A
+//! bf16 is the upper half of an f32, so shifting a word left by 16 gives the even element as f32
+//! and masking off its low half the odd one: no conversion instructions. A task's rows of A are
+//! widened to f32 once, so its values are broadcast straight from memory. Each product of two
+//! bf16 is exact in f32, so the only rounding is the FMA's sum: every output is
+//! `(((0 + a₀w₀) + a₁w₁) + …)` in K order, one rounding per step, whatever the lane count or the
+//! block shape — the same bits from the AVX2, AVX-512F and model runs.
+
+use std::ops::Range;
+
+use half::bf16;
+
+use super::Sink;
+use crate::aligned::AlignedVec;
+use crate::matrix::{BfMatrix, BLOCK};
+use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
+
+/// An f32 SIMD register as the loop uses it.
+///
+/// # Safety
+/// Implementations may only be used where the CPU has their instructions; the pointers given
+/// to them are valid for `LANES` elements (`pairs`: `LANES` 32-bit words).
+pub(crate) unsafe trait Lanes: Copy {
+    const LANES: usize;
+    /// Rows × column-vectors of one block: its sums fill all but a few registers.
+    const ROWS: usize;
+    fn zero() -> Self;
+    /// `*p` in every lane.
+    unsafe fn splat(p: *const f32) -> Self;
+    /// `LANES` packed pairs at `p`: their even and their odd elements, as f32.
+    unsafe fn pairs(p: *const bf16) -> (Self, Self);
+    /// `self + a·b`, rounded once.
+    fn fma(self, a: Self, b: Self) -> Self;
+    unsafe fn store(self, p: *mut f32);
+}
+
+/// Column-vectors per 32-column panel.
+const fn vectors<V: Lanes>() -> usize {
+    BLOCK / V::LANES
+}
+
+/// Column-vectors one block holds per row: two (two 16-lane halves, or one 8-lane half at a
+/// time).
+const COLS: usize = 2;
+
+/// A task's rows of A widened to f32, and one panel of their results.
+#[derive(Default)]
+struct Scratch {
+    a: AlignedVec<f32>,
+    panel: AlignedVec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The task loop: the task's rows of A widened to f32 once, then panel by panel into a scratch
+/// panel (rows × 32), which goes to the sink.
+///
+/// # Safety
+/// `V`'s instructions run on this CPU; the sink and the rectangle are as [`super::gemm`]
+/// checked them.
+#[inline(always)]
+pub(super) unsafe fn rows<V: Lanes>(
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
+    let width = k_blocks * BLOCK;
+    // Taken out and put back rather than borrowed in a closure: a closure would be compiled
+    // without the caller's target features, and the SIMD calls in it would not inline.
+    let mut s = SCRATCH.take();
+    s.a.resize_for_overwrite(rows.len() * width);
+    s.panel.resize_for_overwrite(rows.len() * BLOCK);
+    for (r, dst) in rows.clone().zip(s.a.chunks_exact_mut(width)) {
+        widen(&a.padded()[r * lda..][..width], dst);
+    }
+    for nb in panels {
+        let cols = (n - nb * BLOCK).min(BLOCK);
+        // SAFETY: the widened rows, the panel and the scratch panel have the sizes `panel`
+        // needs; the caller vouched for `V`.
+        unsafe {
+            panel::<V>(
+                rows.len(),
+                s.a.as_ptr(),
+                width,
+                w.panel(nb).as_ptr(),
+                k_blocks,
+                s.panel.as_mut_ptr(),
+            );
+        }
+        match sink {
+            Sink::F32 { c, ldc, accumulate } => {
+                for (i, sums) in s.panel.chunks_exact(BLOCK).enumerate() {
+                    // SAFETY: row `rows.start + i`, panel nb's `cols` columns lie in C and in
+                    // this task's rectangle.
+                    unsafe {
+                        let dst = c.add((rows.start + i) * ldc + nb * BLOCK);
+                        for (j, &sum) in sums[..cols].iter().enumerate() {
+                            *dst.add(j) = if accumulate { *dst.add(j) + sum } else { sum };
+                        }
+                    }
+                }
+            }
+            // SAFETY: as above; the scratch panel's rows are 32 apart.
+            Sink::SiluMul { .. } => unsafe {
+                sink.finish(&s.panel, rows.start, nb, rows.len(), cols);
+            },
+        }
+    }
+    SCRATCH.set(s);
+}
+
+/// One panel of `A · Wᵀ` for `rows` rows: `out[r·32 + j] = Σ_k a[r][k] · W[j][k]`, rows 32
+/// apart, in blocks of `V::ROWS` rows × 2 column-vectors. (Cutting K into L1-sized chunks
+/// measured no faster on Zen 3: L2 feeds this loop fast enough.)
+///
+/// # Safety
+/// As [`rows`]; `a` points at `rows` rows of `k_blocks · 32` f32, `lda` apart; `panel` at
+/// `k_blocks · 1024` packed bf16; `out` holds `rows · 32` f32.
+#[inline(always)]
+unsafe fn panel<V: Lanes>(
+    rows: usize,
+    a: *const f32,
+    lda: usize,
+    panel: *const bf16,
+    k_blocks: usize,
+    out: *mut f32,
+) {
+    for first in (0..vectors::<V>()).step_by(COLS) {
+        let col = first * V::LANES;
+        // The word of column `col` in a block's first pair.
+        let b = (col / 16) * TILE_ELEMS + (col % 16) * 2;
+        for r in (0..rows).step_by(V::ROWS) {
+            // SAFETY: rows r..r + count and this group's columns lie inside the operands.
+            unsafe {
+                let (a, b, p) = (a.add(r * lda), panel.add(b), out.add(r * 32 + col));
+                match V::ROWS.min(rows - r) {
+                    1 => block::<V, 1>(a, lda, b, k_blocks, p),
+                    2 => block::<V, 2>(a, lda, b, k_blocks, p),
+                    3 => block::<V, 3>(a, lda, b, k_blocks, p),
+                    4 => block::<V, 4>(a, lda, b, k_blocks, p),
+                    5 => block::<V, 5>(a, lda, b, k_blocks, p),
+                    6 => block::<V, 6>(a, lda, b, k_blocks, p),
+                    7 => block::<V, 7>(a, lda, b, k_blocks, p),
+                    8 => block::<V, 8>(a, lda, b, k_blocks, p),
+                    9 => block::<V, 9>(a, lda, b, k_blocks, p),
+                    10 => block::<V, 10>(a, lda, b, k_blocks, p),
+                    11 => block::<V, 11>(a, lda, b, k_blocks, p),
+                    _ => block::<V, 12>(a, lda, b, k_blocks, p),
+                }
+            }
+        }
+    }
+}
+
+/// `R` rows against two column-vectors over `blocks` K blocks: the vectors' words start at `b`
+/// (blocks `BLOCK_ELEMS` apart, the second vector `LANES` columns on), the sums go to `p`
+/// (rows 32 apart).
+#[inline(always)]
+unsafe fn block<V: Lanes, const R: usize>(
+    a: *const f32,
+    lda: usize,
+    b: *const bf16,
+    blocks: usize,
+    p: *mut f32,
+) {
+    // The second vector's words: `LANES` columns on, which may be the next 16-column tile.
+    let next = if V::LANES == 16 {
+        TILE_ELEMS
+    } else {
+        2 * V::LANES
+    };
+    let mut acc = [[V::zero(); COLS]; R];
+    // SAFETY: the caller's contract covers the sums, A's rows and the K blocks.
+    unsafe {
+        for kb in 0..blocks {
+            let b = b.add(kb * BLOCK_ELEMS);
+            let a = a.add(kb * 32);
+            for pair in 0..16 {
+                let (even0, odd0) = V::pairs(b.add(pair * 32));
+                let (even1, odd1) = V::pairs(b.add(pair * 32 + next));
+                for (m, acc) in acc.iter_mut().enumerate() {
+                    let x = V::splat(a.add(m * lda + 2 * pair));
+                    acc[0] = acc[0].fma(x, even0);
+                    acc[1] = acc[1].fma(x, even1);
+                }
+                for (m, acc) in acc.iter_mut().enumerate() {
+                    let x = V::splat(a.add(m * lda + 2 * pair + 1));
+                    acc[0] = acc[0].fma(x, odd0);
+                    acc[1] = acc[1].fma(x, odd1);
+                }
+            }
+        }
+        for (m, acc) in acc.iter().enumerate() {
+            acc[0].store(p.add(m * 32));
+            acc[1].store(p.add(m * 32 + V::LANES));
+        }
+    }
+}
+
+/// `dst = f32(src)`: bf16 is the upper half of an f32, so widening is exact.
+fn widen(src: &[bf16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+    }
+}
+
+/// A portable model of an `N`-lane register: the loop's arithmetic lane by lane (`mul_add` is
+/// the same single rounding as the FMA instruction).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Soft<const N: usize>([f32; N]);
+
+macro_rules! soft_lanes {
+    ($n:literal, $rows:literal) => {
+        // SAFETY: plain memory reads and writes within the contract's `N` elements.
+        #[cfg(test)]
+        unsafe impl Lanes for Soft<$n> {
+            const LANES: usize = $n;
+            const ROWS: usize = $rows;
+
+            fn zero() -> Self {
+                Self([0.0; $n])
+            }
+
+            unsafe fn splat(p: *const f32) -> Self {
+                // SAFETY: per the trait's contract.
+                Self([unsafe { *p }; $n])
+            }
+
+            unsafe fn pairs(p: *const bf16) -> (Self, Self) {
+                let (mut even, mut odd) = ([0.0; $n], [0.0; $n]);
+                for i in 0..$n {
+                    // SAFETY: per the trait's contract, `N` words from `p`.
+                    let word = unsafe { p.cast::<u32>().add(i).read_unaligned() };
+                    even[i] = f32::from_bits(word << 16);
+                    odd[i] = f32::from_bits(word & 0xFFFF_0000);
+                }
+                (Self(even), Self(odd))
+            }
+
+            fn fma(self, a: Self, b: Self) -> Self {
+                let mut out = self.0;
+                for i in 0..$n {
+                    out[i] = a.0[i].mul_add(b.0[i], self.0[i]);
+                }
+                Self(out)
+            }
+
+            unsafe fn store(self, p: *mut f32) {
+                // SAFETY: per the trait's contract.
+                unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, $n) };
+            }
+        }
+    };
+}
+
+// The AVX2 and AVX-512F block shapes.
+soft_lanes!(8, 6);
+soft_lanes!(16, 12);
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::{split, Avx2, Avx512};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m256, __m256i, __m512, _mm256_and_si256, _mm256_broadcast_ss, _mm256_castsi256_ps,
+        _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_setzero_ps,
+        _mm256_slli_epi32, _mm256_storeu_ps, _mm512_and_si512, _mm512_castsi512_ps,
+        _mm512_fmadd_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_slli_epi32, _mm512_storeu_ps,
+    };
+
+    use half::bf16;
+
+    use super::Lanes;
+
+    /// 8 f32 lanes of AVX2: 6 rows × 2 vectors of sums take 12 of the 16 registers.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2(__m256);
+
+    /// The even and odd bf16 of 8 packed pairs, as f32 (`high` holds 0xFFFF_0000 in every
+    /// lane).
+    #[inline(always)]
+    pub(crate) fn split(words: __m256i, high: __m256i) -> (__m256, __m256) {
+        // SAFETY: plain integer ops on registers; AVX2 is enabled in every caller.
+        unsafe {
+            (
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(words)),
+                _mm256_castsi256_ps(_mm256_and_si256(words, high)),
+            )
+        }
+    }
+
+    // SAFETY: made only where AVX2 and FMA were detected (`Isa::Avx2`); the pointer contract
+    // is the trait's.
+    unsafe impl Lanes for Avx2 {
+        const LANES: usize = 8;
+        const ROWS: usize = 6;
+
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: AVX is part of AVX2, which the caller has.
+            Self(unsafe { _mm256_setzero_ps() })
+        }
+
+        #[inline(always)]
+        unsafe fn splat(p: *const f32) -> Self {
+            // SAFETY: per the trait's contract.
+            Self(unsafe { _mm256_broadcast_ss(&*p) })
+        }
+
+        #[inline(always)]
+        unsafe fn pairs(p: *const bf16) -> (Self, Self) {
+            // SAFETY: per the trait's contract.
+            let (even, odd) = unsafe {
+                split(
+                    _mm256_loadu_si256(p.cast::<__m256i>()),
+                    _mm256_set1_epi32(0xFFFF_0000_u32 as i32),
+                )
+            };
+            (Self(even), Self(odd))
+        }
+
+        #[inline(always)]
+        fn fma(self, a: Self, b: Self) -> Self {
+            // SAFETY: FMA is present, per the trait's contract.
+            Self(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
+        }
+
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            // SAFETY: per the trait's contract.
+            unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+    }
+
+    /// 16 f32 lanes of AVX-512F: 12 rows × 2 vectors of sums take 24 of the 32 registers, A's
+    /// value is broadcast from memory into the FMA itself.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx512(__m512);
+
+    // SAFETY: made only where AVX-512F was detected (`Isa::Avx512`); the pointer contract is
+    // the trait's.
+    unsafe impl Lanes for Avx512 {
+        const LANES: usize = 16;
+        const ROWS: usize = 12;
+
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: AVX-512F is present, per the trait's contract.
+            Self(unsafe { _mm512_setzero_ps() })
+        }
+
+        #[inline(always)]
+        unsafe fn splat(p: *const f32) -> Self {
+            // SAFETY: per the trait's contract.
+            Self(unsafe { _mm512_set1_ps(*p) })
+        }
+
+        #[inline(always)]
+        unsafe fn pairs(p: *const bf16) -> (Self, Self) {
+            // SAFETY: per the trait's contract.
+            unsafe {
+                let words = _mm512_loadu_si512(p.cast());
+                let high = _mm512_set1_epi32(0xFFFF_0000_u32 as i32);
+                (
+                    Self(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(words))),
+                    Self(_mm512_castsi512_ps(_mm512_and_si512(words, high))),
+                )
+            }
+        }
+
+        #[inline(always)]
+        fn fma(self, a: Self, b: Self) -> Self {
+            // SAFETY: AVX-512F is present, per the trait's contract.
+            Self(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
+        }
+
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            // SAFETY: per the trait's contract.
+            unsafe { _mm512_storeu_ps(p, self.0) }
+        }
+    }
+}
+
+/// The AVX2 instantiation, compiled with the instructions enabled.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; the rest as [`rows`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn avx2_rows(
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    // SAFETY: forwarded.
+    unsafe { self::rows::<Avx2>(a, w, sink, rows, panels) }
+}
+
+/// The AVX-512F instantiation, compiled with the instructions enabled.
+///
+/// # Safety
+/// The CPU has AVX-512F; the rest as [`rows`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn avx512_rows(
+    a: &BfMatrix,
+    w: &PackedWeight,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    // SAFETY: forwarded.
+    unsafe { self::rows::<Avx512>(a, w, sink, rows, panels) }
+}

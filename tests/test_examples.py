@@ -33,3 +33,9 @@ def test_readme_command_one() -> None:
     assert done.returncode == 0, done.stderr
     vectors = json.loads(done.stdout)
     assert len(vectors) == 2 and all(len(v) == 64 for v in vectors)
+
+
+def test_encode_example() -> None:
+    done = _run(str(ROOT / "examples" / "encode.py"), str(MODEL))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["(1000, 64) float32 True", "(1000, 8) uint8", "(1000, 64) int8"]

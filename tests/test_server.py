@@ -197,6 +197,30 @@ def test_base64_is_little_endian_float32(server, runner):
     np.testing.assert_allclose(got, runner_embed(runner, input=["hello", "world"]), atol=ATOL)
 
 
+@pytest.mark.parametrize("precision, dtype", [("float16", "<f2"), ("int8", "i1"), ("uint8", "u1"), ("binary", "i1"), ("ubinary", "u1")])
+def test_compact_precisions_as_numbers_and_base64(server, runner, precision, dtype):
+    texts = ["hello", "Graphene conductivity"]
+    options = {"precision": precision}
+    if precision in ("int8", "uint8"):
+        options["ranges"] = [[-0.3] * 64, [0.3] * 64]
+    expected = runner_embed(runner, input=texts, **options)
+    status, body = post(server, {"input": texts, **options})
+    assert status == 200, body
+    got = np.array([d["embedding"] for d in body["data"]])
+    np.testing.assert_array_equal(got.astype(expected.dtype), expected)
+    if precision != "float16":
+        assert got.dtype.kind == "i"  # JSON integers, not floats
+    status, body = post(server, {"input": texts, "encoding_format": "base64", **options})
+    assert status == 200, body
+    raw = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype=dtype) for d in body["data"]])
+    np.testing.assert_array_equal(raw, expected)
+
+
+def test_int8_without_ranges_is_400(server):
+    status, body = post(server, {"input": "hello", "precision": "int8"})
+    assert "ranges" in assert_error(status, body, 400, param="ranges")
+
+
 # --- the seeds' curl requests --------------------------------------------------------------------
 
 

@@ -11,11 +11,11 @@ from ._native import (
     CandleEmbedError,
     EmbeddingArchitecture,
     EmbeddingRequest,
-    Runner,
     Tokenizer,
     Which,
     __version__,
 )
+from .runner import Runner, calibration_ranges, quantize_embeddings
 
 __all__ = [
     "CandleEmbedError",
@@ -25,4 +25,6 @@ __all__ = [
     "Tokenizer",
     "Which",
     "__version__",
+    "calibration_ranges",
+    "quantize_embeddings",
 ]

@@ -2,7 +2,7 @@
 
 import os
 import pathlib
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +10,7 @@ import numpy.typing as npt
 __version__: str
 
 Input = Union[str, Sequence[str], Sequence[int], Sequence[Sequence[int]]]
+Precision = Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"]
 
 class CandleEmbedError(RuntimeError):
     """A failure that is not the caller's input: hub access, the model run."""
@@ -55,7 +56,12 @@ class EmbeddingRequest:
         prompt_name: Optional[str] = None,
         truncate_prompt_tokens: Optional[int] = None,
         truncation_side: str = "right",
-    ) -> None: ...
+        precision: Precision = "float32",
+        ranges: Optional[Union[Sequence[Sequence[float]], npt.NDArray[np.float32]]] = None,
+    ) -> None:
+        """`precision`: "float32", "float16", "int8", "uint8", "binary" or "ubinary" (the
+        sentence-transformers `quantize_embeddings` semantics); int8 and uint8 need `ranges`, a
+        (2, dimensions) array of each dimension's min and max, fixed for a whole job."""
     @property
     def input(self) -> Union[str, List[str], List[int], List[List[int]]]: ...
     @property
@@ -72,6 +78,10 @@ class EmbeddingRequest:
     def truncate_prompt_tokens(self) -> Optional[int]: ...
     @property
     def truncation_side(self) -> str: ...
+    @property
+    def precision(self) -> Precision: ...
+    @property
+    def ranges(self) -> Optional[List[List[float]]]: ...
     def __len__(self) -> int: ...
 
 class Runner:
@@ -84,8 +94,11 @@ class Runner:
         max_length: Optional[int] = None,
         max_batch_tokens: int = 8192,
     ) -> None: ...
-    def send_embedding_request(self, request: EmbeddingRequest) -> npt.NDArray[np.float32]:
-        """Embeds the request's inputs: float32 array of shape (inputs, dimensions)."""
+    def send_embedding_request(self, request: EmbeddingRequest) -> npt.NDArray[Any]:
+        """Embeds the request's inputs: an array of shape (inputs, dimensions) in the request's
+        precision (float32 by default; binary and ubinary pack 8 dimensions a byte)."""
+    def _embed(self, request: EmbeddingRequest) -> Tuple[npt.NDArray[Any], int]:
+        """`send_embedding_request` plus the number of tokens the inputs took."""
     def tokenize(self, request: EmbeddingRequest) -> List[List[int]]:
         """The token ids the model would be fed, one list per input."""
     @property
@@ -108,6 +121,14 @@ class Tokenizer:
     def eos_id(self) -> int: ...
     @property
     def appends_eos(self) -> bool: ...
+
+def quantize(
+    embeddings: npt.NDArray[np.float32],
+    precision: Precision,
+    ranges: Optional[Sequence[Sequence[float]]] = None,
+) -> npt.NDArray[Any]:
+    """float32 (rows, dimensions) vectors converted to `precision` by the engine's own finishing
+    step; int8 and uint8 take `ranges`."""
 
 def serve(argv: List[str]) -> None:
     """Runs the OpenAI-compatible embeddings server (the flags of `candle-embed serve --help`)

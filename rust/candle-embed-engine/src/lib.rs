@@ -6,7 +6,8 @@
 //! 2. [`pack`] — sequences end to end in batches of at most a [`pack::TokenBudget`];
 //! 3. [`decoder`] — one forward pass per batch, each sequence's last row pooled ([`pool`]):
 //!    [`model`] on candle's ops (any device), or [`cpu_bf16`] on our bf16 CPU kernels;
-//! 4. [`output`] — Matryoshka cut and L2 normalization into one contiguous matrix.
+//! 4. [`output`] — Matryoshka cut, L2 normalization and [`quantize`] (the requested precision)
+//!    into one contiguous matrix.
 //!
 //! [`Embedder`] loads a model ([`source`] → [`config`] / [`weights`], [`device`]) and chains the
 //! stages; the server puts its batching scheduler between stages 1 and 4.
@@ -24,6 +25,7 @@ pub mod pack;
 pub mod pool;
 pub mod prepare;
 pub mod prompt;
+pub mod quantize;
 pub mod request;
 pub mod source;
 pub mod tokenize;
@@ -36,7 +38,9 @@ pub use error::{EngineError, Result};
 pub use output::{Embeddings, Output};
 pub use pool::Pooled;
 pub use prepare::{Limits, Prepared};
+pub use quantize::Values;
 pub use request::{
-    EmbeddingInput, EmbeddingRequest, EmbeddingRequestBuilder, Field, SchemaBounds, TruncationSide,
+    EmbeddingInput, EmbeddingRequest, EmbeddingRequestBuilder, Field, Precision, SchemaBounds,
+    TruncationSide,
 };
 pub use source::ModelSource;

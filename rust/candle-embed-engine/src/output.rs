@@ -1,19 +1,24 @@
 //! The last stage: pooled rows become a request's vectors. Each is cut to its first `dimensions`
-//! values (Matryoshka), then L2-normalized, in one contiguous `inputs × dimensions` buffer.
+//! values (Matryoshka), L2-normalized, then converted to the requested precision
+//! ([`crate::quantize`]), in one contiguous `inputs × width` buffer.
 //!
 //! Done in f32 on the host, row by row: a vector depends on its own row alone, whatever the
 //! device or the batch.
 
 use crate::error::{EngineError, Result};
 use crate::pool::Pooled;
-use crate::request::{EmbeddingRequest, Field};
+use crate::quantize::{self, Ranges, Values};
+use crate::request::{EmbeddingRequest, Field, Precision};
 
 /// What a request wants done with its pooled rows, checked against the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Output {
     /// Values kept per vector (the model's hidden size unless the request asks for fewer).
     pub dimensions: usize,
     pub normalize: bool,
+    pub precision: Precision,
+    /// For int8 / uint8.
+    pub ranges: Option<Ranges>,
 }
 
 impl Output {
@@ -34,9 +39,16 @@ impl Output {
                     )
                 })?,
         };
+        let ranges = request
+            .ranges
+            .as_deref()
+            .map(|r| Ranges::new(r, dimensions))
+            .transpose()?;
         Ok(Self {
             dimensions,
             normalize: request.normalize,
+            precision: request.precision,
+            ranges,
         })
     }
 
@@ -60,8 +72,9 @@ impl Output {
             }
         }
         Embeddings {
-            values,
+            values: quantize::quantize(values, dims, self.precision, self.ranges.as_ref()),
             dimensions: dims,
+            width: quantize::width(self.precision, dims),
             token_counts,
         }
     }
@@ -76,11 +89,13 @@ fn normalize(v: &mut [f32]) {
     }
 }
 
-/// The vectors of one request, in input order: one contiguous `len() × dimensions()` matrix.
+/// The vectors of one request, in input order: one contiguous `len() × width()` matrix of
+/// values in the request's precision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Embeddings {
-    values: Vec<f32>,
+    values: Values,
     dimensions: usize,
+    width: usize,
     token_counts: Vec<usize>,
 }
 
@@ -94,31 +109,40 @@ impl Embeddings {
         self.token_counts.is_empty()
     }
 
-    /// Values per vector.
+    /// Dimensions per vector.
     pub fn dimensions(&self) -> usize {
         self.dimensions
     }
 
-    pub fn vector(&self, index: usize) -> &[f32] {
-        &self.values[index * self.dimensions..][..self.dimensions]
+    /// Values per row: the dimensions, or for binary precisions the bytes they pack into.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
-    pub fn vectors(&self) -> impl Iterator<Item = &[f32]> {
-        self.values.chunks_exact(self.dimensions.max(1))
-    }
-
-    /// All values, vector after vector.
-    pub fn as_slice(&self) -> &[f32] {
+    /// All values, row after row, in the request's precision.
+    pub fn values(&self) -> &Values {
         &self.values
     }
 
-    pub fn into_values(self) -> Vec<f32> {
+    pub fn into_values(self) -> Values {
         self.values
     }
 
-    /// One `Vec` per vector (a copy; prefer [`Self::vectors`]).
+    /// The float32 vectors, when that is the precision.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.values {
+            Values::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// One `Vec` of f32 per row, whatever the precision (a copy; integers are exact in f32).
     pub fn to_vecs(&self) -> Vec<Vec<f32>> {
-        self.vectors().map(<[f32]>::to_vec).collect()
+        self.values
+            .to_f32()
+            .chunks_exact(self.width.max(1))
+            .map(<[f32]>::to_vec)
+            .collect()
     }
 
     /// Tokens each input was embedded with (after truncation, `<|endoftext|>` included).
@@ -139,6 +163,8 @@ mod tests {
         Output {
             dimensions,
             normalize,
+            precision: Precision::Float32,
+            ranges: None,
         }
     }
 
@@ -147,26 +173,44 @@ mod tests {
         let pooled = Pooled::new(vec![3.0, 4.0, 12.0, 0.0, 5.0, 1.0], 3);
         let e = output(2, true).finish(pooled, vec![4, 7]);
         assert_eq!(e.dimensions(), 2);
-        assert_eq!(e.as_slice(), [0.6, 0.8, 0.0, 1.0]);
+        assert_eq!(e.as_f32().unwrap(), [0.6, 0.8, 0.0, 1.0]);
         assert_eq!(e.prompt_tokens(), 11);
     }
 
     #[test]
     fn unnormalized_is_untouched() {
         let e = output(2, false).finish(Pooled::new(vec![3.0, 4.0], 2), vec![1]);
-        assert_eq!(e.vector(0), [3.0, 4.0]);
+        assert_eq!(e.as_f32().unwrap(), [3.0, 4.0]);
     }
 
     #[test]
     fn zero_vector_stays_finite() {
         let e = output(2, true).finish(Pooled::new(vec![0.0, 0.0], 2), vec![1]);
-        assert_eq!(e.vector(0), [0.0, 0.0]);
+        assert_eq!(e.as_f32().unwrap(), [0.0, 0.0]);
+    }
+
+    #[test]
+    fn precision_applies_after_normalizing() {
+        let mut out = output(2, true);
+        out.precision = Precision::Binary;
+        let e = out.finish(Pooled::new(vec![3.0, -4.0, -1.0, 1.0], 2), vec![1, 1]);
+        assert_eq!(e.width(), 1);
+        assert_eq!(e.values(), &Values::I8(vec![0, -64]));
     }
 
     #[test]
     fn dimensions_are_checked_against_the_model() {
         let mut req = EmbeddingRequest::new("x");
         assert_eq!(Output::for_request(&req, 8).unwrap(), output(8, true));
+        req.precision = Precision::Int8;
+        req.ranges = Some(vec![vec![0.0; 4], vec![1.0; 4]]);
+        req.dimensions = Some(4);
+        assert!(Output::for_request(&req, 8).is_ok());
+        req.dimensions = None;
+        let err = Output::for_request(&req, 8).unwrap_err();
+        assert_eq!(err.request_field(), Some(Field::Ranges));
+        req.precision = Precision::Float32;
+        req.ranges = None;
         req.dimensions = Some(9);
         let err = Output::for_request(&req, 8).unwrap_err();
         assert_eq!(err.request_field(), Some(Field::Dimensions));

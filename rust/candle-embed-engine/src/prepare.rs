@@ -20,7 +20,7 @@ pub struct Limits {
 }
 
 /// A request ready for the model: its token sequences, in input order, and its output plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Prepared {
     pub sequences: Vec<Vec<u32>>,
     pub output: Output,

@@ -1,6 +1,7 @@
 //! The compiled module `candle_embed._native`: Python classes over the engine.
 
 mod errors;
+mod quantize;
 mod request;
 mod runner;
 mod serve;
@@ -15,6 +16,8 @@ mod _native {
 
     #[pymodule_export]
     use crate::errors::CandleEmbedError;
+    #[pymodule_export]
+    use crate::quantize::quantize;
     #[pymodule_export]
     use crate::request::PyEmbeddingRequest;
     #[pymodule_export]

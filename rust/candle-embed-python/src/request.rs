@@ -26,8 +26,11 @@ impl PyEmbeddingRequest {
     /// prompt_name: a prompt of the model's config_sentence_transformers.json ("query", "document").
     /// truncate_prompt_tokens: keep at most this many tokens (<|endoftext|> included); -1 = maximum.
     /// truncation_side: "right" keeps the first tokens, "left" the last.
+    /// precision: "float32", "float16", "int8", "uint8", "binary" or "ubinary"
+    /// (sentence-transformers' quantize_embeddings); int8 and uint8 need `ranges`.
+    /// ranges: each dimension's [min, max] as a (2, dimensions) array: [[min, ...], [max, ...]].
     #[new]
-    #[pyo3(signature = (input, truncate_sequence=false, dimensions=None, normalize=true, instruction=None, prompt_name=None, truncate_prompt_tokens=None, truncation_side="right"))]
+    #[pyo3(signature = (input, truncate_sequence=false, dimensions=None, normalize=true, instruction=None, prompt_name=None, truncate_prompt_tokens=None, truncation_side="right", precision="float32", ranges=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         input: &Bound<'_, PyAny>,
@@ -38,6 +41,8 @@ impl PyEmbeddingRequest {
         prompt_name: Option<String>,
         truncate_prompt_tokens: Option<i64>,
         truncation_side: &str,
+        precision: &str,
+        ranges: Option<Vec<Vec<f32>>>,
     ) -> PyResult<Self> {
         let inner = EmbeddingRequest {
             input: extract_input(input)?,
@@ -48,6 +53,8 @@ impl PyEmbeddingRequest {
             prompt_name,
             truncate_prompt_tokens,
             truncation_side: truncation_side.parse().map_err(to_pyerr)?,
+            precision: precision.parse().map_err(to_pyerr)?,
+            ranges,
         };
         // The engine's own option checks (the ones HTTP bodies get), at construction.
         inner.check_options().map_err(to_pyerr)?;
@@ -97,6 +104,16 @@ impl PyEmbeddingRequest {
     #[getter]
     fn truncation_side(&self) -> &'static str {
         self.inner.truncation_side.as_str()
+    }
+
+    #[getter]
+    fn precision(&self) -> &'static str {
+        self.inner.precision.as_str()
+    }
+
+    #[getter]
+    fn ranges(&self) -> Option<Vec<Vec<f32>>> {
+        self.inner.ranges.clone()
     }
 
     fn __len__(&self) -> usize {

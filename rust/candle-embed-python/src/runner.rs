@@ -1,7 +1,7 @@
 //! `Runner`: a loaded model that answers `EmbeddingRequest`s with numpy arrays.
 
-use candle_embed_engine::{Embedder, EmbedderOptions, DEFAULT_MAX_BATCH_TOKENS};
-use numpy::{PyArray2, PyArrayMethods};
+use candle_embed_engine::{Embedder, EmbedderOptions, Values, DEFAULT_MAX_BATCH_TOKENS};
+use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -11,7 +11,7 @@ use crate::request::PyEmbeddingRequest;
 use crate::which::PyWhich;
 
 /// A loaded embedding model. Thread-safe: calls release the GIL and may run concurrently.
-#[pyclass(name = "Runner", module = "candle_embed._native", frozen)]
+#[pyclass(name = "Runner", module = "candle_embed._native", frozen, subclass)]
 pub struct PyRunner {
     embedder: Embedder,
 }
@@ -55,18 +55,36 @@ impl PyRunner {
         Ok(Self { embedder })
     }
 
-    /// Embeds the request's inputs: a float32 array of shape (inputs, dimensions).
+    /// Embeds the request's inputs: an array of shape (inputs, dimensions) in the request's
+    /// precision (float32, float16, int8, uint8; binary ones: (inputs, ceil(dimensions / 8))).
     fn send_embedding_request<'py>(
         &self,
         py: Python<'py>,
         request: &PyEmbeddingRequest,
-    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.embed_counted(py, request)?.0)
+    }
+
+    /// `send_embedding_request`, and the number of tokens embedded (for `encode`'s progress).
+    #[pyo3(name = "_embed")]
+    fn embed_counted<'py>(
+        &self,
+        py: Python<'py>,
+        request: &PyEmbeddingRequest,
+    ) -> PyResult<(Bound<'py, PyAny>, usize)> {
         // The request is frozen, so the GIL-free work borrows it: no copy of its texts.
         let request = &request.inner;
         let embeddings = without_gil(py, || self.embedder.embed(request))?;
-        let shape = [embeddings.len(), embeddings.dimensions()];
+        let tokens = embeddings.prompt_tokens();
+        let shape = [embeddings.len(), embeddings.width()];
         // The vectors' one buffer becomes the array's, without a copy.
-        numpy::PyArray1::from_vec(py, embeddings.into_values()).reshape(shape)
+        let array = match embeddings.into_values() {
+            Values::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+            Values::F16(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+            Values::I8(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+            Values::U8(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+        };
+        Ok((array, tokens))
     }
 
     /// The token ids the model would be fed for this request, one list per input.

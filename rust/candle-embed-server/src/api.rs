@@ -15,7 +15,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use candle_embed_engine::{Embedder, Embeddings, Limits, ModelInfo, Prepared, SchemaBounds};
+use candle_embed_engine::{
+    Embedder, Embeddings, Limits, ModelInfo, Prepared, SchemaBounds, Values,
+};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -205,12 +207,39 @@ struct EmbeddingData<'a> {
     embedding: EmbeddingValue<'a>,
 }
 
-/// The vector: numbers, or base64 of its little-endian float32 bytes.
+/// The vector, in the request's precision: numbers (float32, float16 written as the numbers it
+/// holds, int8, uint8; binary precisions are their packed bytes), or base64 of those values'
+/// little-endian bytes.
 #[derive(Serialize, JsonSchema)]
 #[serde(untagged)]
 enum EmbeddingValue<'a> {
     Float(&'a [f32]),
+    Half(Vec<f32>),
+    Int8(&'a [i8]),
+    Uint8(&'a [u8]),
     Base64(String),
+}
+
+impl<'a> EmbeddingValue<'a> {
+    /// Row `i` (of `width` values) of `values`, as `format` writes it.
+    fn row(values: &'a Values, i: usize, width: usize, format: EncodingFormat) -> Self {
+        let at = i * width..(i + 1) * width;
+        if format == EncodingFormat::Base64 {
+            let bytes = match values {
+                Values::F32(v) => v[at].iter().flat_map(|x| x.to_le_bytes()).collect(),
+                Values::F16(v) => v[at].iter().flat_map(|x| x.to_le_bytes()).collect(),
+                Values::I8(v) => v[at].iter().map(|x| x.to_le_bytes()[0]).collect(),
+                Values::U8(v) => v[at].to_vec(),
+            };
+            return Self::Base64(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+        match values {
+            Values::F32(v) => Self::Float(&v[at]),
+            Values::F16(v) => Self::Half(v[at].iter().map(|x| x.to_f32()).collect()),
+            Values::I8(v) => Self::Int8(&v[at]),
+            Values::U8(v) => Self::Uint8(&v[at]),
+        }
+    }
 }
 
 /// Tokens embedded, after truncation, `<|endoftext|>` included.
@@ -218,12 +247,6 @@ enum EmbeddingValue<'a> {
 struct Usage {
     prompt_tokens: usize,
     total_tokens: usize,
-}
-
-/// Little-endian float32 bytes, base64 (standard alphabet, padded), as OpenAI encodes them.
-fn to_base64(vector: &[f32]) -> String {
-    let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The engine's stages with the scheduler between them: prepare (on the blocking pool), the
@@ -270,16 +293,16 @@ async fn embeddings(
 
 impl<'a> EmbeddingsResponse<'a> {
     fn new(id: String, model: String, embeddings: &'a Embeddings, format: EncodingFormat) -> Self {
-        let data = embeddings
-            .vectors()
-            .enumerate()
-            .map(|(index, vector)| EmbeddingData {
+        let data = (0..embeddings.len())
+            .map(|index| EmbeddingData {
                 index,
                 object: "embedding",
-                embedding: match format {
-                    EncodingFormat::Float => EmbeddingValue::Float(vector),
-                    EncodingFormat::Base64 => EmbeddingValue::Base64(to_base64(vector)),
-                },
+                embedding: EmbeddingValue::row(
+                    embeddings.values(),
+                    index,
+                    embeddings.width(),
+                    format,
+                ),
             })
             .collect();
         let prompt_tokens = embeddings.prompt_tokens();
@@ -394,8 +417,14 @@ mod tests {
     }
 
     #[test]
-    fn base64_is_little_endian_f32() {
-        assert_eq!(to_base64(&[1.0]), "AACAPw==");
+    fn base64_is_little_endian() {
+        let base64 =
+            |values: &Values, i| match EmbeddingValue::row(values, i, 1, EncodingFormat::Base64) {
+                EmbeddingValue::Base64(text) => text,
+                _ => unreachable!(),
+            };
+        assert_eq!(base64(&Values::F32(vec![0.0, 1.0]), 1), "AACAPw==");
+        assert_eq!(base64(&Values::I8(vec![-1]), 0), "/w==");
     }
 
     #[test]

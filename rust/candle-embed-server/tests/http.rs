@@ -117,7 +117,7 @@ fn embeddings_match_the_engine_and_errors_have_openai_shape() {
         .as_array()
         .unwrap()
         .iter()
-        .zip(expected.vectors())
+        .zip(expected.to_vecs())
     {
         let got: Vec<f32> = serde_json::from_value(item["embedding"].clone()).unwrap();
         assert_eq!(got.len(), 16);

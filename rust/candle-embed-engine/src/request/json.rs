@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{EmbeddingInput, EmbeddingRequest, TruncationSide};
+use super::{EmbeddingInput, EmbeddingRequest, Precision, TruncationSide};
 use crate::prepare::Limits;
 
 pub(super) fn always_true() -> bool {
@@ -19,6 +19,10 @@ pub(super) fn always_false() -> bool {
 
 pub(super) fn right() -> TruncationSide {
     TruncationSide::Right
+}
+
+pub(super) fn float32() -> Precision {
+    Precision::Float32
 }
 
 /// `null` or absent: the type's default.
@@ -35,6 +39,13 @@ pub(super) fn null_as_true<'de, D: Deserializer<'de>>(d: D) -> std::result::Resu
 }
 
 impl<'de> Deserialize<'de> for TruncationSide {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Precision {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         text.parse().map_err(de::Error::custom)

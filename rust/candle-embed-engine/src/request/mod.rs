@@ -20,7 +20,7 @@ mod json;
 
 pub use builder::EmbeddingRequestBuilder;
 use json::{
-    always_false, always_true, input_schema, null_as_default, null_as_true, right,
+    always_false, always_true, float32, input_schema, null_as_default, null_as_true, right,
     truncate_prompt_tokens_schema,
 };
 pub use json::{schema, SchemaBounds, INPUT_SHAPES};
@@ -46,6 +46,8 @@ pub enum Field {
     PromptName,
     TruncatePromptTokens,
     TruncationSide,
+    Precision,
+    Ranges,
 }
 
 impl Field {
@@ -59,6 +61,8 @@ impl Field {
             Self::PromptName => "prompt_name",
             Self::TruncatePromptTokens => "truncate_prompt_tokens",
             Self::TruncationSide => "truncation_side",
+            Self::Precision => "precision",
+            Self::Ranges => "ranges",
         }
     }
 }
@@ -104,6 +108,66 @@ impl TruncationSide {
     }
 }
 
+/// The number type vectors are returned in, as sentence-transformers' `quantize_embeddings`
+/// defines them (see [`crate::quantize`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Float32,
+    Float16,
+    Int8,
+    Uint8,
+    Binary,
+    Ubinary,
+}
+
+impl Precision {
+    pub const ALL: [Self; 6] = [
+        Self::Float32,
+        Self::Float16,
+        Self::Int8,
+        Self::Uint8,
+        Self::Binary,
+        Self::Ubinary,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Float32 => "float32",
+            Self::Float16 => "float16",
+            Self::Int8 => "int8",
+            Self::Uint8 => "uint8",
+            Self::Binary => "binary",
+            Self::Ubinary => "ubinary",
+        }
+    }
+
+    /// Whether the precision maps each dimension through a `[min, max]` range.
+    pub fn needs_ranges(self) -> bool {
+        matches!(self, Self::Int8 | Self::Uint8)
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                EngineError::field(
+                    Field::Precision,
+                    format!(
+                        "precision must be \"float32\", \"float16\", \"int8\", \"uint8\", \
+                         \"binary\" or \"ubinary\", got {s:?}"
+                    ),
+                )
+            })
+    }
+}
+
 /// A request for embeddings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EmbeddingRequest {
@@ -138,6 +202,17 @@ pub struct EmbeddingRequest {
     #[serde(default, deserialize_with = "null_as_default")]
     #[schemars(default = "right", extend("nullable" = true))]
     pub truncation_side: TruncationSide,
+    /// The vectors' number type: "float32", "float16", "int8" and "uint8" (each dimension mapped
+    /// through its `ranges` onto 256 steps), "binary" (sign bits, 8 dimensions a byte, as int8)
+    /// or "ubinary" (the same bytes as uint8).
+    #[serde(default, deserialize_with = "null_as_default")]
+    #[schemars(default = "float32", extend("nullable" = true))]
+    pub precision: Precision,
+    /// For "int8" and "uint8": `[[min, ...], [max, ...]]`, each dimension's range (after
+    /// `dimensions`), fixed for a whole job so that a vector never depends on its batch.
+    #[serde(default)]
+    #[schemars(length(min = 2, max = 2))]
+    pub ranges: Option<Vec<Vec<f32>>>,
 }
 
 impl EmbeddingRequest {
@@ -152,6 +227,8 @@ impl EmbeddingRequest {
             prompt_name: None,
             truncate_prompt_tokens: None,
             truncation_side: TruncationSide::Right,
+            precision: Precision::Float32,
+            ranges: None,
         }
     }
 
@@ -225,7 +302,44 @@ impl EmbeddingRequest {
                 "give either instruction or prompt_name, not both",
             ));
         }
-        Ok(())
+        self.check_ranges()
+    }
+
+    /// `ranges` given exactly when the precision uses them, two rows of one length.
+    fn check_ranges(&self) -> Result<()> {
+        let error = |message: String| Err(EngineError::field(Field::Ranges, message));
+        let precision = self.precision.as_str();
+        match (&self.ranges, self.precision.needs_ranges()) {
+            (None, true) => error(format!(
+                "precision {precision:?} needs ranges: each dimension's [min, max], as \
+                 [[min, ...], [max, ...]] (e.g. from a calibration sample of float32 vectors), so \
+                 that a vector does not depend on the batch it is in"
+            )),
+            (Some(_), false) => error(format!(
+                "ranges apply to precision \"int8\" and \"uint8\" only, not {precision:?}"
+            )),
+            (Some(ranges), true) => match ranges.as_slice() {
+                [min, max] if min.len() == max.len() && !min.is_empty() => {
+                    let bad =
+                        |(lo, hi): (&f32, &f32)| !lo.is_finite() || !hi.is_finite() || lo > hi;
+                    match min.iter().zip(max).position(bad) {
+                        Some(d) => error(format!(
+                            "ranges: dimension {d} has min {} and max {}; expected finite numbers, \
+                             min not above max",
+                            min[d], max[d]
+                        )),
+                        None => Ok(()),
+                    }
+                }
+                _ => error(format!(
+                    "ranges must be two rows of equal length ([[min, ...], [max, ...]]), got {} \
+                     rows of lengths {:?}",
+                    ranges.len(),
+                    ranges.iter().map(Vec::len).collect::<Vec<_>>()
+                )),
+            },
+            (None, false) => Ok(()),
+        }
     }
 }
 

@@ -1,0 +1,169 @@
+"""`Runner`: the compiled model handle, plus `encode`, sentence-transformers' call shape for many
+texts (any iterable, a progress bar, compact precisions), built on the same engine calls."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _native
+from ._native import EmbeddingRequest
+
+PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
+          "binary": np.int8, "ubinary": np.uint8}
+# Texts per engine call when `batch_size` is not given: large enough that the engine fills its
+# token budget, small enough that Ctrl-C and the progress bar answer within seconds.
+DEFAULT_BATCH = 256
+# Where a progress bar is shown by default: on a terminal, for more texts than this.
+PROGRESS_FROM = 1000
+
+
+def calibration_ranges(calibration_embeddings: np.ndarray) -> np.ndarray:
+    """Each dimension's [min, max] over float32 calibration vectors, as sentence-transformers'
+    `quantize_embeddings` derives them: a (2, dimensions) float32 array."""
+    cal = np.asarray(calibration_embeddings, dtype=np.float32)
+    if cal.ndim != 2 or cal.shape[0] == 0:
+        raise ValueError(f"calibration_embeddings must be a non-empty (n, dimensions) array, got shape {cal.shape}")
+    return np.vstack((cal.min(axis=0), cal.max(axis=0)))
+
+
+def quantize_embeddings(
+    embeddings: np.ndarray,
+    precision: str,
+    ranges: Optional[np.ndarray] = None,
+    calibration_embeddings: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """float32 vectors converted to `precision` exactly as `encode(..., precision=...)` does, with
+    sentence-transformers' `quantize_embeddings` semantics: int8 / uint8 ranges are `ranges`, else
+    the per-dimension min and max of `calibration_embeddings`, else of `embeddings` themselves."""
+    matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"embeddings must be a (rows, dimensions) array, got shape {matrix.shape}")
+    if precision in ("int8", "uint8") and ranges is None:
+        ranges = calibration_ranges(matrix if calibration_embeddings is None else calibration_embeddings)
+    elif precision not in ("int8", "uint8"):
+        ranges = None
+    if ranges is not None:
+        ranges = np.asarray(ranges, dtype=np.float32).tolist()
+    return _native.quantize(matrix, precision, ranges)
+
+
+def _batches(texts: Iterable[str], size: int) -> Iterator[List[str]]:
+    it = iter(texts)
+    while True:
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+class _Progress:
+    """A tqdm bar counting texts, with tokens/s beside it; nothing when not shown."""
+
+    def __init__(self, show: bool, total: Optional[int]) -> None:
+        self.bar = None
+        self.tokens = 0
+        self.started = time.perf_counter()
+        if show:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # the bar is a nicety: without tqdm, none
+                return
+            self.bar = tqdm(total=total, unit="text", desc="Embedding", file=sys.stderr)
+
+    def update(self, texts: int, tokens: int) -> None:
+        self.tokens += tokens
+        if self.bar is not None:
+            rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{rate:,.0f} tokens/s", refresh=False)
+            self.bar.update(texts)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Runner(_native.Runner):
+    __doc__ = _native.Runner.__doc__
+
+    def encode(
+        self,
+        texts: Union[str, Iterable[str]],
+        *,
+        batch_size: Optional[int] = None,
+        prompt_name: Optional[str] = None,
+        instruction: Optional[str] = None,
+        dimensions: Optional[int] = None,
+        normalize: bool = True,
+        precision: str = "float32",
+        ranges: Optional[np.ndarray] = None,
+        calibration_embeddings: Optional[np.ndarray] = None,
+        show_progress_bar: Optional[bool] = None,
+        truncate: bool = False,
+    ) -> np.ndarray:
+        """Embeds `texts` (a string, or any iterable of strings: a generator is read batch by
+        batch, never whole) and returns one row per text; a single string gives one vector.
+
+        batch_size: texts per engine call (default 256); the engine packs them into forward passes
+        by tokens, so this sets how often progress is shown and Ctrl-C is checked, not the speed.
+        precision: "float32", "float16", "int8", "uint8", "binary" or "ubinary", as
+        sentence-transformers' `quantize_embeddings`; int8 and uint8 need `ranges` (a (2,
+        dimensions) array of each dimension's min and max) or `calibration_embeddings` (float32
+        vectors they are taken from), fixed for the whole call so that a vector never depends on
+        the texts around it. show_progress_bar: None shows one on a terminal for over 1,000 texts.
+        truncate: cut texts longer than the model maximum instead of raising.
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(repr(p) for p in PRECISIONS)}, got {precision!r}")
+        if ranges is not None and calibration_embeddings is not None:
+            raise ValueError("give ranges or calibration_embeddings, not both")
+        if calibration_embeddings is not None:
+            ranges = calibration_ranges(calibration_embeddings)
+        if ranges is not None:
+            ranges = np.asarray(ranges, dtype=np.float32).tolist()
+        size = DEFAULT_BATCH if batch_size is None else int(batch_size)
+        if size < 1:
+            raise ValueError(f"batch_size must be a positive number of texts, got {batch_size}")
+
+        single = isinstance(texts, str)
+        items: Iterable[str] = [texts] if single else texts
+        total = len(items) if isinstance(items, Sequence) else None
+        if show_progress_bar is None:
+            show_progress_bar = sys.stderr.isatty() and (total is None or total > PROGRESS_FROM)
+        options = dict(prompt_name=prompt_name, instruction=instruction, dimensions=dimensions,
+                       normalize=normalize, truncate_sequence=truncate, precision=precision, ranges=ranges)
+
+        progress = _Progress(bool(show_progress_bar), total)
+        parts: List[np.ndarray] = []
+        out: Optional[np.ndarray] = None
+        done = 0
+        try:
+            for chunk in _batches(items, size):
+                for i, text in enumerate(chunk):
+                    if not isinstance(text, str):
+                        raise TypeError(f"texts[{done + i}] is {type(text).__name__}, expected str")
+                vectors, tokens = self._embed(EmbeddingRequest(chunk, **options))
+                if total is not None:
+                    if out is None:
+                        out = np.empty((total, vectors.shape[1]), dtype=vectors.dtype)
+                    out[done : done + len(chunk)] = vectors
+                else:
+                    parts.append(vectors)
+                done += len(chunk)
+                progress.update(len(chunk), tokens)
+        finally:
+            progress.close()
+        if out is None:
+            width = _native_width(self, dimensions, precision)
+            out = np.concatenate(parts) if parts else np.empty((0, width), dtype=DTYPES[precision])
+        return out[0] if single else out
+
+
+def _native_width(runner: Runner, dimensions: Optional[int], precision: str) -> int:
+    dims = dimensions or runner.hidden_size
+    return (dims + 7) // 8 if precision in ("binary", "ubinary") else dims

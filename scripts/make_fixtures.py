@@ -10,7 +10,7 @@ Needs torch, transformers (>= 5), tokenizers, safetensors and numpy. Everything 
 from the model in float32 (the reference); `embeddings_bf16` from the same model cast to bfloat16,
 the yardstick for our bf16 path.
 
-What it writes (the folder is deleted and recreated each run):
+What it writes (its own models and recordings are deleted and recreated each run):
 
     tests/fixtures/models/<name>/      config.json, tokenizer.json, tokenizer_config.json,
                                        weights (*.safetensors [+ index]), maybe
@@ -567,10 +567,13 @@ def check_roundtrip(model_dir: Path, ref: Reference) -> None:
 def main() -> None:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    if FIXTURES.exists():
-        shutil.rmtree(FIXTURES)
-    (FIXTURES / "models").mkdir(parents=True)
-    (FIXTURES / "expected").mkdir(parents=True)
+    # Only this script's own models and recordings are replaced (make_reranker_fixtures.py and
+    # make_quantize_fixtures.py write theirs beside them).
+    for name in MODEL_SPECS:
+        shutil.rmtree(FIXTURES / "models" / name, ignore_errors=True)
+        (FIXTURES / "expected" / f"{name}.json").unlink(missing_ok=True)
+    (FIXTURES / "models").mkdir(parents=True, exist_ok=True)
+    (FIXTURES / "expected").mkdir(parents=True, exist_ok=True)
 
     tok = build_tokenizer()
     tokenizer_size = tok.get_vocab_size(with_added_tokens=True)

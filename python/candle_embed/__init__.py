@@ -11,16 +11,19 @@ from ._native import (
     CandleEmbedError,
     EmbeddingArchitecture,
     EmbeddingRequest,
+    RerankRequest,
     Tokenizer,
     Which,
     __version__,
 )
-from .runner import Runner, calibration_ranges, quantize_embeddings
+from .runner import RerankResult, Runner, calibration_ranges, quantize_embeddings
 
 __all__ = [
     "CandleEmbedError",
     "EmbeddingArchitecture",
     "EmbeddingRequest",
+    "RerankRequest",
+    "RerankResult",
     "Runner",
     "Tokenizer",
     "Which",

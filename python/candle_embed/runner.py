@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _native
-from ._native import EmbeddingRequest
+from ._native import EmbeddingRequest, RerankRequest
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
@@ -88,8 +89,51 @@ class _Progress:
             self.bar.close()
 
 
+@dataclass(frozen=True)
+class RerankResult:
+    """A rerank call's answer: `scores` in the order of the documents given (float32, each in
+    [0, 1]); `results` best first (ties in input order), cut to `top_n`, each with its `index`
+    among the documents, its `relevance_score` and (with return_documents) its `document`;
+    `tokens`: what the pairs took, prompt included."""
+
+    scores: np.ndarray
+    results: List[Dict[str, Any]]
+    tokens: int
+
+
 class Runner(_native.Runner):
     __doc__ = _native.Runner.__doc__
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: Optional[str] = None,
+        top_n: Optional[int] = None,
+        return_documents: bool = False,
+    ) -> RerankResult:
+        """Scores each document's relevance to `query` with a Qwen3-Reranker (a Runner loaded
+        with `Which.Reranker`): the model card's prompt, `instruction` defaulting to its
+        web-search one, documents truncated (never the prompt) to the model's maximum."""
+        request = RerankRequest(query, list(documents), instruction=instruction, top_n=top_n,
+                                return_documents=return_documents)
+        return self.send_rerank_request(request)
+
+    def send_rerank_request(self, request: RerankRequest) -> RerankResult:
+        """`rerank` for a prepared `RerankRequest`."""
+        scores, tokens = self._rerank(request)
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+        if request.top_n is not None:
+            order = order[: request.top_n]
+        documents = request.documents if request.return_documents else None
+        results = []
+        for i in order:
+            result: Dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}
+            if documents is not None:
+                result["document"] = documents[i]
+            results.append(result)
+        return RerankResult(scores=scores, results=results, tokens=tokens)
 
     def encode(
         self,

@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
+use crate::weights::WeightReader;
 
 /// RoPE settings in the newer `rope_parameters` form.
 #[derive(Clone, Debug, Deserialize)]
@@ -168,35 +169,63 @@ impl Config {
     }
 }
 
-/// Model families candle-embed can run. Only one today; the enum keeps the door open and gives
-/// users a name to ask for (`arch="qwen3embedding"`, as in mistral.rs's selector files).
+/// Model families candle-embed can run: the Qwen3-Embedding models, and their sibling
+/// Qwen3-Reranker (the same decoder, a chat prompt around each pair, two rows of the LM head).
+/// The names are what users ask for (`arch="qwen3embedding"`, as in mistral.rs's selector files).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum EmbeddingArchitecture {
     #[default]
     Qwen3Embedding,
+    Qwen3Reranker,
 }
 
 impl EmbeddingArchitecture {
-    pub const ALL: [Self; 1] = [Self::Qwen3Embedding];
+    pub const ALL: [Self; 2] = [Self::Qwen3Embedding, Self::Qwen3Reranker];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Qwen3Embedding => "qwen3embedding",
+            Self::Qwen3Reranker => "qwen3reranker",
         }
     }
 
     /// Checks that `config` describes a model of this architecture.
     pub fn check(self, config: &Config, path: &Path) -> Result<()> {
+        if config.is_qwen3() {
+            return Ok(());
+        }
+        Err(EngineError::invalid_file(
+            path,
+            format!(
+                "arch {:?} was requested but the config describes model_type {:?}",
+                self.as_str(),
+                config.model_type
+            ),
+        ))
+    }
+
+    /// Checks that the checkpoint's tensors are this kind of model. A reranker is a saved
+    /// `Qwen3ForCausalLM`: tensors under `model.` and a head (`lm_head.weight`, or tied to the
+    /// embeddings). An embedding checkpoint has no head. (A tied reranker and an embedding model
+    /// saved as a causal LM hold the same tensors; only the recipe used tells them apart.)
+    pub fn check_weights(self, config: &Config, weights: &WeightReader) -> Result<()> {
+        let head = weights.has("lm_head.weight");
         match self {
-            Self::Qwen3Embedding if config.is_qwen3() => Ok(()),
-            Self::Qwen3Embedding => Err(EngineError::invalid_file(
-                path,
-                format!(
-                    "arch {:?} was requested but the config describes model_type {:?}",
-                    self.as_str(),
-                    config.model_type
-                ),
+            Self::Qwen3Embedding if head => Err(EngineError::invalid(
+                "this checkpoint has a language-model head (lm_head.weight): it is a \
+                 Qwen3-Reranker or a chat model, not an embedding model; load a reranker with \
+                 Which.Reranker (arch \"qwen3reranker\")",
             )),
+            Self::Qwen3Reranker
+                if !weights.under_model() || !(head || config.tie_word_embeddings) =>
+            {
+                Err(EngineError::invalid(
+                    "this checkpoint has no language-model head (no lm_head.weight, and no \
+                     model.-prefixed tensors with tie_word_embeddings): it is an embedding \
+                     model such as Qwen3-Embedding, not a reranker; load it with Which.Embedding",
+                ))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -211,7 +240,7 @@ impl std::str::FromStr for EmbeddingArchitecture {
             .find(|a| a.as_str() == wanted)
             .ok_or_else(|| {
                 EngineError::invalid(format!(
-                    "unknown embedding architecture {s:?}; supported: \"qwen3embedding\""
+                    "unknown architecture {s:?}; supported: \"qwen3embedding\", \"qwen3reranker\""
                 ))
             })
     }

@@ -84,8 +84,24 @@ pub struct Embedder {
     info: ModelInfo,
 }
 
-impl Embedder {
-    pub fn load(options: &EmbedderOptions) -> Result<Self> {
+/// What every model kind loads the same way: config, tokenizer, decoder, and what they are.
+pub(crate) struct Loaded {
+    pub decoder: Arc<dyn Decoder>,
+    pub tokenizer: EmbeddingTokenizer,
+    pub config: Config,
+    pub files: crate::source::ModelFiles,
+    pub weights: weights::WeightReader,
+    pub info: ModelInfo,
+}
+
+impl Loaded {
+    /// Loads `options`' model as `architecture`; `max_length` is the length cap when the options
+    /// give none.
+    pub fn load(
+        options: &EmbedderOptions,
+        architecture: EmbeddingArchitecture,
+        default_max_length: usize,
+    ) -> Result<Self> {
         let started = Instant::now();
         if options.max_batch_tokens == 0 {
             return Err(EngineError::invalid("max_batch_tokens must be positive"));
@@ -96,10 +112,9 @@ impl Embedder {
         let files = options.source.resolve()?;
 
         let config = Config::from_file(&files.config)?;
-        let architecture = options.arch.unwrap_or_default();
         architecture.check(&config, &files.config)?;
         let max_length = match options.max_length {
-            None => config.max_position_embeddings,
+            None => default_max_length.min(config.max_position_embeddings),
             Some(0) => return Err(EngineError::invalid("max_length must be positive")),
             Some(n) if n > config.max_position_embeddings => {
                 return Err(EngineError::invalid(format!(
@@ -110,15 +125,12 @@ impl Embedder {
             Some(n) => n,
         };
         let tokenizer = EmbeddingTokenizer::from_file(&files.tokenizer)?;
-        let prompts = files
-            .prompts
-            .as_deref()
-            .map(Prompts::from_file)
-            .transpose()?;
+        // Headers only: what the checkpoint holds decides whether it is the kind asked for.
+        let reader = weights::WeightReader::open(&files.weights)?;
+        architecture.check_weights(&config, &reader)?;
 
         let (decoder, storage_dtype): (Arc<dyn Decoder>, _) = if let Some(isa) = compute.cpu_kernel
         {
-            let reader = weights::WeightReader::open(&files.weights)?;
             let storage = reader.dtype("embed_tokens.weight")?;
             (
                 Arc::new(cpu_bf16::Model::new(&config, &reader, isa)?),
@@ -151,14 +163,12 @@ impl Embedder {
             device: describe(&device),
             max_batch_tokens: options.max_batch_tokens,
             tokenizer_appends_eos: tokenizer.appends_eos(),
-            prompt_names: prompts
-                .iter()
-                .flat_map(|p| p.names().map(str::to_owned))
-                .collect(),
+            prompt_names: Vec::new(),
         };
         tracing::info!(
-            "loaded {} ({} layers, hidden {}, {:?} weights computed in {:?} on {}, kernel {}) in {:.1?}",
+            "loaded {} as {} ({} layers, hidden {}, {:?} weights computed in {:?} on {}, kernel {}) in {:.1?}",
             info.model_id,
+            architecture.as_str(),
             config.num_hidden_layers,
             info.hidden_size,
             storage_dtype,
@@ -171,6 +181,32 @@ impl Embedder {
             decoder,
             tokenizer,
             config,
+            files,
+            weights: reader,
+            info,
+        })
+    }
+}
+
+impl Embedder {
+    pub fn load(options: &EmbedderOptions) -> Result<Self> {
+        let architecture = options.arch.unwrap_or_default();
+        let loaded = Loaded::load(options, architecture, usize::MAX)?;
+        let prompts = loaded
+            .files
+            .prompts
+            .as_deref()
+            .map(Prompts::from_file)
+            .transpose()?;
+        let mut info = loaded.info;
+        info.prompt_names = prompts
+            .iter()
+            .flat_map(|p| p.names().map(str::to_owned))
+            .collect();
+        Ok(Self {
+            decoder: loaded.decoder,
+            tokenizer: loaded.tokenizer,
+            config: loaded.config,
             prompts,
             info,
         })

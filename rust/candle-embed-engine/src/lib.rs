@@ -10,7 +10,9 @@
 //!    into one contiguous matrix.
 //!
 //! [`Embedder`] loads a model ([`source`] → [`config`] / [`weights`], [`device`]) and chains the
-//! stages; the server puts its batching scheduler between stages 1 and 4.
+//! stages; the server puts its batching scheduler between stages 1 and 4. [`rerank`] runs
+//! Qwen3-Reranker through the same stages: its prompt around each (query, document) pair, the same
+//! decoder, and two rows of the LM head instead of the output plan.
 
 pub mod config;
 pub mod cpu_bf16;
@@ -27,6 +29,7 @@ pub mod prepare;
 pub mod prompt;
 pub mod quantize;
 pub mod request;
+pub mod rerank;
 pub mod source;
 pub mod tokenize;
 pub mod weights;
@@ -43,4 +46,5 @@ pub use request::{
     EmbeddingInput, EmbeddingRequest, EmbeddingRequestBuilder, Field, Precision, SchemaBounds,
     TruncationSide,
 };
+pub use rerank::{RerankRequest, Reranker, Scores};
 pub use source::ModelSource;

@@ -154,6 +154,19 @@ impl EmbeddingTokenizer {
         self.appends_eos
     }
 
+    /// The ids of `text` alone: no special tokens, no `<|endoftext|>`.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode_fast(text, false)
+            .map(|encoding| encoding.get_ids().to_vec())
+            .map_err(|err| EngineError::Tokenizer(err.to_string()))
+    }
+
+    /// The id of the vocabulary entry `token` (as the tokenizer writes it), if there is one.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Tokenizes one text (already prefixed) so that it ends with `<|endoftext|>`.
     pub fn encode_text(&self, index: usize, text: &str, limit: &LengthLimit) -> Result<Vec<u32>> {
         let mut encoding = self

@@ -154,6 +154,60 @@ impl WeightReader {
         }
     }
 
+    /// Whether the checkpoint holds a tensor named `full_name` (no prefix added).
+    pub fn has(&self, full_name: &str) -> bool {
+        self.index.contains_key(full_name)
+    }
+
+    /// Whether the decoder's tensors sit under `model.`, as transformers saves a causal LM.
+    pub fn under_model(&self) -> bool {
+        self.prefix.starts_with("model.")
+    }
+
+    /// Rows `rows` of the matrix `full_name` (no prefix added), `width` values each, as f32;
+    /// only those rows are read (a head's two rows out of a 150,000-row vocabulary).
+    pub fn rows_f32(&self, full_name: &str, rows: &[usize], width: usize) -> Result<Vec<Vec<f32>>> {
+        use std::os::unix::fs::FileExt;
+        let bad = |what: String| {
+            EngineError::invalid_file(
+                &self.dir,
+                format!("loading weights: tensor `{full_name}`: {what}"),
+            )
+        };
+        let entry = self
+            .index
+            .get(full_name)
+            .ok_or_else(|| bad("tensor not found in the checkpoint".into()))?;
+        let size = match storage_dtype(entry) {
+            Some(DType::BF16 | DType::F16) => 2,
+            Some(DType::F32) => 4,
+            _ => return Err(bad(format!("dtype {} is not supported", entry.dtype))),
+        };
+        if entry.shape.len() != 2 || entry.shape[1] != width {
+            return Err(bad(format!(
+                "shape {:?}, expected (rows, {width})",
+                entry.shape
+            )));
+        }
+        let file = std::fs::File::open(&entry.file)
+            .map_err(|err| EngineError::invalid_file(&entry.file, err))?;
+        rows.iter()
+            .map(|&row| {
+                if row >= entry.shape[0] {
+                    return Err(bad(format!(
+                        "has {} rows, row {row} asked for",
+                        entry.shape[0]
+                    )));
+                }
+                let mut bytes = vec![0u8; width * size];
+                let at = entry.start + (row * width * size) as u64;
+                file.read_exact_at(&mut bytes, at)
+                    .map_err(|err| bad(format!("reading {}: {err}", entry.file.display())))?;
+                self.f32_from(full_name, entry, &bytes)
+            })
+            .collect()
+    }
+
     /// The checkpoint's storage dtype of `name` (`"BF16"`, `"F16"`, `"F32"`).
     pub fn dtype(&self, name: &str) -> Result<DType> {
         let entry = self.entry(name, None)?;

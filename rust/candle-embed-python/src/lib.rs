@@ -3,6 +3,7 @@
 mod errors;
 mod quantize;
 mod request;
+mod rerank;
 mod runner;
 mod serve;
 mod tokenizer;
@@ -20,6 +21,8 @@ mod _native {
     use crate::quantize::quantize;
     #[pymodule_export]
     use crate::request::PyEmbeddingRequest;
+    #[pymodule_export]
+    use crate::rerank::PyRerankRequest;
     #[pymodule_export]
     use crate::runner::PyRunner;
     #[pymodule_export]

@@ -1,6 +1,8 @@
 //! `Runner`: a loaded model that answers `EmbeddingRequest`s with numpy arrays.
 
-use candle_embed_engine::{Embedder, EmbedderOptions, Values, DEFAULT_MAX_BATCH_TOKENS};
+use candle_embed_engine::{
+    Embedder, EmbedderOptions, ModelInfo, Reranker, Values, DEFAULT_MAX_BATCH_TOKENS,
+};
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -8,12 +10,48 @@ use pyo3::types::PyDict;
 
 use crate::errors::without_gil;
 use crate::request::PyEmbeddingRequest;
+use crate::rerank::PyRerankRequest;
 use crate::which::PyWhich;
 
-/// A loaded embedding model. Thread-safe: calls release the GIL and may run concurrently.
+/// A loaded model: an embedding model or a reranker. Thread-safe: calls release the GIL and may
+/// run concurrently.
 #[pyclass(name = "Runner", module = "candle_embed._native", frozen, subclass)]
 pub struct PyRunner {
-    embedder: Embedder,
+    model: Model,
+}
+
+enum Model {
+    Embedding(Embedder),
+    Reranker(Reranker),
+}
+
+impl PyRunner {
+    fn embedder(&self) -> PyResult<&Embedder> {
+        match &self.model {
+            Model::Embedding(embedder) => Ok(embedder),
+            Model::Reranker(_) => Err(PyValueError::new_err(
+                "this Runner holds a reranker (Which.Reranker): it scores pairs with rerank(), \
+                 it does not embed; load an embedding model with Which.Embedding",
+            )),
+        }
+    }
+
+    fn reranker(&self) -> PyResult<&Reranker> {
+        match &self.model {
+            Model::Reranker(reranker) => Ok(reranker),
+            Model::Embedding(_) => Err(PyValueError::new_err(
+                "this Runner holds an embedding model: rerank() needs a reranker, loaded with \
+                 Which.Reranker(model_id=...)",
+            )),
+        }
+    }
+
+    fn model_info(&self) -> &ModelInfo {
+        match &self.model {
+            Model::Embedding(embedder) => embedder.info(),
+            Model::Reranker(reranker) => reranker.info(),
+        }
+    }
 }
 
 #[pymethods]
@@ -51,8 +89,12 @@ impl PyRunner {
             max_length,
             max_batch_tokens,
         };
-        let embedder = without_gil(py, || Embedder::load(&options))?;
-        Ok(Self { embedder })
+        let model = if which.is_reranker() {
+            Model::Reranker(without_gil(py, || Reranker::load(&options))?)
+        } else {
+            Model::Embedding(without_gil(py, || Embedder::load(&options))?)
+        };
+        Ok(Self { model })
     }
 
     /// Embeds the request's inputs: an array of shape (inputs, dimensions) in the request's
@@ -74,7 +116,8 @@ impl PyRunner {
     ) -> PyResult<(Bound<'py, PyAny>, usize)> {
         // The request is frozen, so the GIL-free work borrows it: no copy of its texts.
         let request = &request.inner;
-        let embeddings = without_gil(py, || self.embedder.embed(request))?;
+        let embedder = self.embedder()?;
+        let embeddings = without_gil(py, || embedder.embed(request))?;
         let tokens = embeddings.prompt_tokens();
         let shape = [embeddings.len(), embeddings.width()];
         // The vectors' one buffer becomes the array's, without a copy.
@@ -90,25 +133,48 @@ impl PyRunner {
     /// The token ids the model would be fed for this request, one list per input.
     fn tokenize(&self, py: Python<'_>, request: &PyEmbeddingRequest) -> PyResult<Vec<Vec<u32>>> {
         let request = &request.inner;
-        without_gil(py, || Ok(self.embedder.prepare(request)?.sequences))
+        let embedder = self.embedder()?;
+        without_gil(py, || Ok(embedder.prepare(request)?.sequences))
+    }
+
+    /// Each document's relevance score in [0, 1], in the request's order (float32 array), and
+    /// the number of tokens the pairs took.
+    #[pyo3(name = "_rerank")]
+    fn rerank_counted<'py>(
+        &self,
+        py: Python<'py>,
+        request: &PyRerankRequest,
+    ) -> PyResult<(Bound<'py, PyAny>, usize)> {
+        let reranker = self.reranker()?;
+        let request = &request.inner;
+        let scores = without_gil(py, || reranker.rerank(request))?;
+        let tokens = scores.prompt_tokens();
+        Ok((PyArray1::from_vec(py, scores.scores).into_any(), tokens))
+    }
+
+    /// The ids the reranker reads for each (query, document) pair.
+    fn tokenize_pairs(&self, py: Python<'_>, request: &PyRerankRequest) -> PyResult<Vec<Vec<u32>>> {
+        let reranker = self.reranker()?;
+        let request = &request.inner;
+        without_gil(py, || reranker.tokenize(request))
     }
 
     /// Size of a full embedding vector.
     #[getter]
     fn hidden_size(&self) -> usize {
-        self.embedder.info().hidden_size
+        self.model_info().hidden_size
     }
 
     /// Longest accepted input, in tokens.
     #[getter]
     fn max_length(&self) -> usize {
-        self.embedder.info().max_length
+        self.model_info().max_length
     }
 
     /// What was loaded and how it runs: model id, dtypes, device, limits.
     #[getter]
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let info = self.embedder.info();
+        let info = self.model_info();
         let dict = PyDict::new(py);
         dict.set_item("model_id", &info.model_id)?;
         dict.set_item("architecture", info.architecture.as_str())?;
@@ -126,7 +192,7 @@ impl PyRunner {
     }
 
     fn __repr__(&self) -> String {
-        let info = self.embedder.info();
+        let info = self.model_info();
         format!(
             "Runner(model_id={:?}, device={:?}, dtype={:?}, kernel={:?})",
             info.model_id,

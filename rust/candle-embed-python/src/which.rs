@@ -50,17 +50,35 @@ pub enum PyWhich {
         revision: Option<String>,
         hf_cache_path: Option<PathBuf>,
     },
+    /// A Qwen3-Reranker: a local directory or a hub id such as "Qwen/Qwen3-Reranker-0.6B".
+    /// The checkpoint must be a reranker (a causal LM with its head); an embedding model is
+    /// refused, and the reverse. The other arguments are Embedding's.
+    #[pyo3(constructor = (model_id, tokenizer_json=None, dtype="auto".to_owned(), revision=None, hf_cache_path=None))]
+    Reranker {
+        model_id: String,
+        tokenizer_json: Option<PathBuf>,
+        dtype: String,
+        revision: Option<String>,
+        hf_cache_path: Option<PathBuf>,
+    },
 }
 
 impl PyWhich {
     pub fn source(&self) -> ModelSource {
-        let Self::Embedding {
+        let (Self::Embedding {
             model_id,
             tokenizer_json,
             revision,
             hf_cache_path,
             ..
-        } = self;
+        }
+        | Self::Reranker {
+            model_id,
+            tokenizer_json,
+            revision,
+            hf_cache_path,
+            ..
+        }) = self;
         ModelSource {
             model_id: model_id.clone(),
             tokenizer_json: tokenizer_json.clone(),
@@ -70,12 +88,18 @@ impl PyWhich {
     }
 
     pub fn arch(&self) -> Option<EmbeddingArchitecture> {
-        let Self::Embedding { arch, .. } = self;
-        arch.map(Into::into)
+        match self {
+            Self::Embedding { arch, .. } => arch.map(Into::into),
+            Self::Reranker { .. } => Some(EmbeddingArchitecture::Qwen3Reranker),
+        }
     }
 
     pub fn dtype(&self) -> &str {
-        let Self::Embedding { dtype, .. } = self;
+        let (Self::Embedding { dtype, .. } | Self::Reranker { dtype, .. }) = self;
         dtype
+    }
+
+    pub fn is_reranker(&self) -> bool {
+        matches!(self, Self::Reranker { .. })
     }
 }

@@ -26,7 +26,7 @@ pub(super) fn float32() -> Precision {
 }
 
 /// `null` or absent: the type's default.
-pub(super) fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

@@ -19,6 +19,7 @@ mod builder;
 mod json;
 
 pub use builder::EmbeddingRequestBuilder;
+pub(crate) use json::null_as_default as null_is_default;
 use json::{
     always_false, always_true, float32, input_schema, null_as_default, null_as_true, right,
     truncate_prompt_tokens_schema,
@@ -48,6 +49,10 @@ pub enum Field {
     TruncationSide,
     Precision,
     Ranges,
+    // The rerank request's fields.
+    Query,
+    Documents,
+    TopN,
 }
 
 impl Field {
@@ -63,6 +68,9 @@ impl Field {
             Self::TruncationSide => "truncation_side",
             Self::Precision => "precision",
             Self::Ranges => "ranges",
+            Self::Query => "query",
+            Self::Documents => "documents",
+            Self::TopN => "top_n",
         }
     }
 }

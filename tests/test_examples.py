@@ -39,3 +39,9 @@ def test_encode_example() -> None:
     done = _run(str(ROOT / "examples" / "encode.py"), str(MODEL))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["(1000, 64) float32 True", "(1000, 8) uint8", "(1000, 64) int8"]
+
+
+def test_rerank_example() -> None:
+    done = _run(str(ROOT / "examples" / "rerank.py"), str(ROOT / "tests" / "fixtures" / "models" / "reranker-tied"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().split(maxsplit=3) == ["float32", "2", "1", "['document', 'index', 'relevance_score']"]

@@ -43,6 +43,47 @@ class Which:
             hf_cache_path: Optional[Union[str, os.PathLike[str]]] = None,
         ) -> None: ...
 
+    class Reranker(Which):
+        """A Qwen3-Reranker: a local directory or a hub id such as "Qwen/Qwen3-Reranker-0.6B"."""
+
+        model_id: str
+        tokenizer_json: Optional[pathlib.Path]
+        dtype: str
+        revision: Optional[str]
+        hf_cache_path: Optional[pathlib.Path]
+
+        def __init__(
+            self,
+            model_id: str,
+            tokenizer_json: Optional[Union[str, os.PathLike[str]]] = None,
+            dtype: str = "auto",
+            revision: Optional[str] = None,
+            hf_cache_path: Optional[Union[str, os.PathLike[str]]] = None,
+        ) -> None: ...
+
+class RerankRequest:
+    """Documents to score against a query with a Qwen3-Reranker."""
+
+    def __init__(
+        self,
+        query: str,
+        documents: Sequence[str],
+        instruction: Optional[str] = None,
+        top_n: Optional[int] = None,
+        return_documents: bool = False,
+    ) -> None: ...
+    @property
+    def query(self) -> str: ...
+    @property
+    def documents(self) -> List[str]: ...
+    @property
+    def instruction(self) -> Optional[str]: ...
+    @property
+    def top_n(self) -> Optional[int]: ...
+    @property
+    def return_documents(self) -> bool: ...
+    def __len__(self) -> int: ...
+
 class EmbeddingRequest:
     """What to embed and how."""
 
@@ -85,7 +126,8 @@ class EmbeddingRequest:
     def __len__(self) -> int: ...
 
 class Runner:
-    """A loaded embedding model; calls release the GIL and may run concurrently."""
+    """A loaded model (an embedding model, or a reranker); calls release the GIL and may run
+    concurrently."""
 
     def __init__(
         self,
@@ -101,6 +143,10 @@ class Runner:
         """`send_embedding_request` plus the number of tokens the inputs took."""
     def tokenize(self, request: EmbeddingRequest) -> List[List[int]]:
         """The token ids the model would be fed, one list per input."""
+    def _rerank(self, request: RerankRequest) -> Tuple[npt.NDArray[np.float32], int]:
+        """A reranker's scores in document order, and the tokens the pairs took."""
+    def tokenize_pairs(self, request: RerankRequest) -> List[List[int]]:
+        """The token ids a reranker reads for each (query, document) pair."""
     @property
     def hidden_size(self) -> int: ...
     @property

@@ -1,5 +1,6 @@
 """The `candle-embed` command line: `candle-embed embed -m MODEL TEXT...` prints vectors as JSON;
 `candle-embed embed-file INPUT... -o OUTPUT -m MODEL` embeds a corpus into Parquet or .npy;
+`candle-embed rerank -m MODEL -q QUERY DOC...` ranks documents with a Qwen3-Reranker;
 `candle-embed serve -m MODEL -p 1234` runs the OpenAI-compatible embeddings server."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+DEFAULT_RERANKER = "Qwen/Qwen3-Reranker-0.6B"
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 
 
@@ -62,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     files.add_argument("--no-progress", action="store_true", help="no progress bar")
     files.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or metal")
     files.add_argument("--dtype", default="auto", help="auto, f32, bf16 or f16")
+    rerank = commands.add_parser(
+        "rerank",
+        help="score documents against a query with a Qwen3-Reranker and print the ranking as JSON",
+    )
+    rerank.add_argument("documents", nargs="+", metavar="DOC", help="documents to score")
+    rerank.add_argument("-m", "--model-id", default=DEFAULT_RERANKER,
+                        help=f"local directory or hub id (default {DEFAULT_RERANKER})")
+    rerank.add_argument("-q", "--query", required=True, help="the query")
+    rerank.add_argument("--instruction", help="what relevance means (default: Qwen's web-search instruction)")
+    rerank.add_argument("--top-n", type=int, help="print only the best N")
+    rerank.add_argument("--max-length", type=int, help="longest pair in tokens (default 8192)")
+    rerank.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or metal")
+    rerank.add_argument("--dtype", default="auto", help="auto, f32, bf16 or f16")
     # The server's flags are parsed in Rust (the same parser as the candle-embed-server binary);
     # this entry only lists the command. `candle-embed serve --help` shows them.
     commands.add_parser(
@@ -107,6 +122,18 @@ def _embed(args: argparse.Namespace) -> int:
     )
     vectors = runner.send_embedding_request(request)
     json.dump(vectors.tolist(), sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    from . import Runner, Which
+
+    runner = Runner(which=Which.Reranker(model_id=args.model_id, dtype=args.dtype), device=args.device,
+                    max_length=args.max_length)
+    result = runner.rerank(args.query, args.documents, instruction=args.instruction, top_n=args.top_n,
+                           return_documents=True)
+    json.dump(result.results, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0
 
@@ -160,6 +187,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _embed(args)
         if args.command == "embed-file":
             return _embed_file(args)
+        if args.command == "rerank":
+            return _rerank(args)
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:

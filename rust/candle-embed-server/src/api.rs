@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use candle_embed_engine::{
-    Embedder, Embeddings, Limits, ModelInfo, Prepared, SchemaBounds, Values,
+    Embedder, Embeddings, Limits, ModelInfo, Prepared, Reranker, SchemaBounds, Values,
 };
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -30,13 +30,45 @@ use crate::scheduler::Scheduler;
 /// A loaded model with its queue.
 pub struct Served {
     pub name: String,
-    pub embedder: Arc<Embedder>,
+    pub model: ServedModel,
     pub scheduler: Scheduler,
 }
 
+/// What a served model answers: embeddings, or reranking and scores.
+pub enum ServedModel {
+    Embedding(Arc<Embedder>),
+    Reranker(Arc<Reranker>),
+}
+
+/// The routes a model kind answers, for selecting and for errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Embedding,
+    Reranker,
+}
+
+impl Kind {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Embedding => "an embedding model: it answers /v1/embeddings",
+            Self::Reranker => "a reranker: it answers /v1/rerank and /v1/score",
+        }
+    }
+}
+
 impl Served {
-    fn info(&self) -> &ModelInfo {
-        self.embedder.info()
+    pub(crate) fn info(&self) -> &ModelInfo {
+        match &self.model {
+            ServedModel::Embedding(embedder) => embedder.info(),
+            ServedModel::Reranker(reranker) => reranker.info(),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self.model {
+            ServedModel::Embedding(_) => Kind::Embedding,
+            ServedModel::Reranker(_) => Kind::Reranker,
+        }
     }
 }
 
@@ -86,26 +118,55 @@ impl AppState {
             .ok_or_else(|| ApiError::unavailable("the model is still loading; retry shortly"))
     }
 
-    /// The model a request's `model` field names: a served name, "default" (the first), or, when
-    /// only one model is served, any name at all (clients copy names from other servers' docs).
-    fn select(&self, model: Option<&str>) -> Result<&Served, ApiError> {
+    /// The model of `kind` a request's `model` field names: a served name, "default" (the first
+    /// of that kind), or, when one model of that kind is served, any name at all (clients copy
+    /// names from other servers' docs). A model of the other kind, named, is a 400.
+    pub(crate) fn select(&self, model: Option<&str>, kind: Kind) -> Result<&Served, ApiError> {
         let models = self.ready()?;
+        let mut of_kind = models.iter().filter(|m| m.kind() == kind);
         let found = match model {
-            None | Some("" | "default") => models.first(),
-            Some(name) => models
-                .iter()
-                .find(|m| m.name == name)
-                .or_else(|| (models.len() == 1).then(|| &models[0])),
+            None | Some("" | "default") => of_kind.next(),
+            Some(name) => match models.iter().find(|m| m.name == name) {
+                Some(named) if named.kind() != kind => {
+                    return Err(ApiError::bad_request(format!(
+                        "the model `{name}` is {}",
+                        named.kind().describe()
+                    ))
+                    .with_param("model"))
+                }
+                Some(named) => Some(named),
+                None => {
+                    let first = of_kind.next();
+                    first.filter(|_| of_kind.next().is_none())
+                }
+            },
         };
-        found.ok_or_else(|| ApiError::model_not_found(model.unwrap_or_default(), &self.names))
+        found.ok_or_else(|| {
+            let missing = ApiError::model_not_found(model.unwrap_or_default(), &self.names);
+            if models.iter().any(|m| m.kind() == kind) {
+                return missing;
+            }
+            missing.with_message(match kind {
+                Kind::Embedding => "this server serves no embedding model",
+                Kind::Reranker => {
+                    "this server serves no reranker; serve one with --config \
+                     {\"NAME\": {\"Reranker\": {\"model_id\": \"Qwen/Qwen3-Reranker-0.6B\"}}}"
+                }
+            })
+        })
     }
 
     /// `embd-` and 24 random hex digits.
     fn response_id(&self) -> String {
+        self.id_with("embd")
+    }
+
+    /// `kind-` and 24 random hex digits.
+    pub(crate) fn id_with(&self, kind: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let a = self.ids.hash_one((n, unix_now()));
         let b = self.ids.hash_one((a, n));
-        format!("embd-{a:016x}{:08x}", b as u32)
+        format!("{kind}-{a:016x}{:08x}", b as u32)
     }
 }
 
@@ -168,6 +229,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
+        .route("/v1/rerank", post(crate::rerank::rerank))
+        .route("/rerank", post(crate::rerank::rerank))
+        .route("/v1/score", post(crate::rerank::score))
+        .route("/score", post(crate::rerank::score))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_api_key,
@@ -256,7 +321,10 @@ async fn embeddings(
     ApiJson(body): ApiJson,
 ) -> Result<Response, ApiError> {
     let body::Embeddings { http, request } = body::Embeddings::parse(body)?;
-    let served = state.select(http.model.as_deref())?;
+    let served = state.select(http.model.as_deref(), Kind::Embedding)?;
+    let ServedModel::Embedding(embedder) = &served.model else {
+        return Err(ApiError::internal("selected a model of the wrong kind"));
+    };
     if request.len() > state.max_client_batch_size {
         return Err(ApiError::bad_request(format!(
             "too many inputs: {} in one request, the maximum is {} (--max-client-batch-size)",
@@ -269,7 +337,7 @@ async fn embeddings(
         return Err(ApiError::overloaded(served.scheduler.max_concurrent()));
     };
 
-    let embedder = Arc::clone(&served.embedder);
+    let embedder = Arc::clone(embedder);
     let prepared = tokio::task::spawn_blocking(move || embedder.prepare(&request))
         .await
         .map_err(|err| ApiError::internal(format!("preparing the request failed: {err}")))??;
@@ -360,6 +428,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiErro
                 "kernel": info.kernel,
                 "device": info.device,
                 "prompt_names": info.prompt_names,
+                "kind": match m.kind() { Kind::Embedding => "embedding", Kind::Reranker => "reranker" },
             })
         })
         .collect();
@@ -386,7 +455,10 @@ async fn openapi(State(state): State<Arc<AppState>>) -> Json<Value> {
     let models = state.models.get().map(Vec::as_slice).unwrap_or_default();
     let limits = models
         .iter()
-        .map(|m| m.embedder.limits())
+        .filter_map(|m| match &m.model {
+            ServedModel::Embedding(embedder) => Some(embedder.limits()),
+            ServedModel::Reranker(_) => None,
+        })
         .reduce(|a, b| Limits {
             max_length: a.max_length.max(b.max_length),
             vocab_size: a.vocab_size.max(b.vocab_size),
@@ -432,7 +504,11 @@ mod tests {
         let args = <crate::args::ServeArgs as clap::Parser>::parse_from(["s", "-m", "m"]);
         let state = AppState::new(vec!["m".into()], &args, Arc::default());
         assert_eq!(
-            state.select(Some("m")).err().unwrap().status,
+            state
+                .select(Some("m"), Kind::Embedding)
+                .err()
+                .unwrap()
+                .status,
             StatusCode::SERVICE_UNAVAILABLE
         );
         let id = state.response_id();

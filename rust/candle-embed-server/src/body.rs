@@ -85,7 +85,7 @@ impl Embeddings {
 }
 
 /// `T` from the body's object; unknown fields are left to the other parts (and ignored).
-fn typed<'de, T, D>(body: D) -> Result<T, ApiError>
+pub(crate) fn typed<'de, T, D>(body: D) -> Result<T, ApiError>
 where
     T: Deserialize<'de>,
     D: Deserializer<'de, Error = serde_json::Error>,

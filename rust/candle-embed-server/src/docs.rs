@@ -52,6 +52,44 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
+fn rerank_operation(unavailable: &Value) -> Value {
+    json!({
+        "summary": "Score documents against a query with a Qwen3-Reranker (Cohere / Jina shape)",
+        "requestBody": {"required": true, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/RerankRequest"},
+            "example": {"query": "What is the capital of China?", "documents": ["Beijing is the capital of China.", "Gravity pulls."], "top_n": 1}
+        }}},
+        "responses": {
+            "200": json_response("Results best first.", json!({"$ref": "#/components/schemas/RerankResponse"})),
+            "400": error_response("Malformed body, wrong types, no documents, top_n below 1, too many documents, or the model named is not a reranker."),
+            "404": error_response("Unknown model, or no reranker served."),
+            "413": error_response("Body larger than --payload-limit."),
+            "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
+            "500": error_response("The model failed on a valid request."),
+            "503": unavailable
+        }
+    })
+}
+
+fn score_operation(unavailable: &Value) -> Value {
+    json!({
+        "summary": "Score text pairs with a Qwen3-Reranker (vLLM's score API)",
+        "requestBody": {"required": true, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/ScoreRequest"},
+            "example": {"text_1": "What is the capital of China?", "text_2": ["Beijing is the capital of China.", "Gravity pulls."]}
+        }}},
+        "responses": {
+            "200": json_response("One score per pair, in order.", json!({"$ref": "#/components/schemas/ScoreResponse"})),
+            "400": error_response("Malformed body, wrong types, lists of different lengths, too many pairs, or the model named is not a reranker."),
+            "404": error_response("Unknown model, or no reranker served."),
+            "413": error_response("Body larger than --payload-limit."),
+            "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
+            "500": error_response("The model failed on a valid request."),
+            "503": unavailable
+        }
+    })
+}
+
 /// The OpenAPI 3.0 description of every route, as this server runs: requests bounded by
 /// `bounds`, bearer security when `auth`.
 pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
@@ -65,6 +103,29 @@ pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
     schemas.insert("EmbeddingsRequest".into(), request);
     schemas.insert("EmbeddingsResponse".into(), response);
     schemas.insert("ErrorBody".into(), error);
+    let mut rerank_request = schema_of::<candle_embed_engine::RerankRequest>(&mut generator);
+    let model = schema_of::<crate::rerank::ModelField>(&mut generator);
+    if let (Some(props), Some(extra)) = (
+        rerank_request
+            .get_mut("properties")
+            .and_then(Value::as_object_mut),
+        model.get("properties").and_then(Value::as_object),
+    ) {
+        props.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    schemas.insert("RerankRequest".into(), rerank_request);
+    schemas.insert(
+        "RerankResponse".into(),
+        schema_of::<crate::rerank::RerankResponse>(&mut generator),
+    );
+    schemas.insert(
+        "ScoreRequest".into(),
+        schema_of::<crate::rerank::ScoreBody>(&mut generator),
+    );
+    schemas.insert(
+        "ScoreResponse".into(),
+        schema_of::<crate::rerank::ScoreResponse>(&mut generator),
+    );
 
     let secured = |mut operation: Value| {
         if auth {
@@ -99,6 +160,10 @@ pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
                     "503": unavailable
                 }
             }))},
+            "/v1/rerank": {"post": secured(rerank_operation(&unavailable))},
+            "/rerank": {"post": secured(rerank_operation(&unavailable))},
+            "/v1/score": {"post": secured(score_operation(&unavailable))},
+            "/score": {"post": secured(score_operation(&unavailable))},
             "/v1/models": {"get": secured(json!({
                 "summary": "Served models",
                 "responses": {

@@ -50,6 +50,13 @@ impl ApiError {
         }
     }
 
+    /// The same error, with `message` in place of its own.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.body.error.message = message.into();
+        self
+    }
+
     #[must_use]
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.body.error.param = Some(param.into());

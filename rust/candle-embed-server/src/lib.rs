@@ -10,6 +10,7 @@ mod docs;
 mod error;
 mod metrics;
 mod models;
+mod rerank;
 mod scheduler;
 mod server;
 

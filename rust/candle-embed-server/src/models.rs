@@ -1,6 +1,7 @@
 //! Which models the server serves and under which names: one from `--model-id`, or several from
 //! a `--config` selector file in mistral.rs's shape,
-//! `{"NAME": {"Embedding": {"model_id": "...", "arch": "qwen3embedding"}}}`.
+//! `{"NAME": {"Embedding": {"model_id": "...", "arch": "qwen3embedding"}}}`, where a reranker
+//! is `{"NAME": {"Reranker": {"model_id": "Qwen/Qwen3-Reranker-0.6B"}}}`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,11 +19,12 @@ pub struct ModelSpec {
     pub options: EmbedderOptions,
 }
 
-/// A selector file entry: only embedding models are served here.
+/// A selector file entry: an embedding model or a reranker.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 enum Selector {
     Embedding(EmbeddingSelector),
+    Reranker(EmbeddingSelector),
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +79,7 @@ impl ModelSpec {
             serde_json::from_str(text).with_context(|| {
                 format!(
                     "{}: expected {{\"NAME\": {{\"Embedding\": {{\"model_id\": \"...\", \"arch\": \
-                 \"qwen3embedding\"}}}}}}",
+                 \"qwen3embedding\"}}}}}}, or {{\"NAME\": {{\"Reranker\": {{\"model_id\": \"...\"}}}}}}",
                     path.display()
                 )
             })?;
@@ -86,9 +88,15 @@ impl ModelSpec {
         }
         entries
             .into_iter()
-            .map(|(name, Selector::Embedding(sel))| {
+            .map(|(name, selector)| {
+                let (sel, reranker) = match selector {
+                    Selector::Embedding(sel) => (sel, false),
+                    Selector::Reranker(sel) => (sel, true),
+                };
                 let mut options = base(&sel.model_id);
-                if let Some(arch) = &sel.arch {
+                if reranker {
+                    options.arch = Some(EmbeddingArchitecture::Qwen3Reranker);
+                } else if let Some(arch) = &sel.arch {
                     options.arch = Some(
                         arch.parse::<EmbeddingArchitecture>()
                             .with_context(|| format!("model `{name}` in {}", path.display()))?,
@@ -118,11 +126,16 @@ mod tests {
     fn selector_file_in_the_seed_shape() {
         let text = r#"{
             "embed-qwen3": {"Embedding": {"model_id": "Qwen/Qwen3-Embedding-0.6B", "arch": "qwen3embedding"}},
-            "small": {"Embedding": {"model_id": "/models/small"}}
+            "small": {"Embedding": {"model_id": "/models/small"}},
+            "z-rerank": {"Reranker": {"model_id": "Qwen/Qwen3-Reranker-0.6B"}}
         }"#;
         let specs = ModelSpec::from_selector(text, Path::new("sel.json"), &base).unwrap();
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["embed-qwen3", "small"]);
+        assert_eq!(names, ["embed-qwen3", "small", "z-rerank"]);
+        assert_eq!(
+            specs[2].options.arch,
+            Some(EmbeddingArchitecture::Qwen3Reranker)
+        );
         assert_eq!(
             specs[0].options.arch,
             Some(EmbeddingArchitecture::Qwen3Embedding)

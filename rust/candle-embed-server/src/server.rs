@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
-use candle_embed_engine::Embedder;
+use candle_embed_engine::{Embedder, EmbeddingArchitecture, Reranker};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::api::{router, AppState, Served};
+use crate::api::{router, AppState, Served, ServedModel};
 use crate::args::ServeArgs;
 use crate::metrics::Metrics;
 use crate::models::ModelSpec;
@@ -116,20 +116,30 @@ async fn load_models(
     let mut served = Vec::with_capacity(specs.len());
     for spec in specs {
         let options = spec.options.clone();
-        let embedder = tokio::task::spawn_blocking(move || Embedder::load(&options))
-            .await?
-            .with_context(|| format!("loading model `{}`", spec.name))?;
-        let embedder = Arc::new(embedder);
+        let reranker = options.arch == Some(EmbeddingArchitecture::Qwen3Reranker);
+        let model = tokio::task::spawn_blocking(move || -> candle_embed_engine::Result<_> {
+            Ok(if reranker {
+                ServedModel::Reranker(Arc::new(Reranker::load(&options)?))
+            } else {
+                ServedModel::Embedding(Arc::new(Embedder::load(&options)?))
+            })
+        })
+        .await?
+        .with_context(|| format!("loading model `{}`", spec.name))?;
+        let (decoder, budget) = match &model {
+            ServedModel::Embedding(m) => (m.decoder(), m.budget()),
+            ServedModel::Reranker(m) => (m.decoder(), m.budget()),
+        };
         let scheduler = Scheduler::start(
-            embedder.decoder(),
-            embedder.budget(),
+            decoder,
+            budget,
             max_concurrent,
             Arc::clone(metrics),
             &spec.name,
         )?;
         served.push(Served {
             name: spec.name,
-            embedder,
+            model,
             scheduler,
         });
     }

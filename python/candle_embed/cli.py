@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="int8/uint8: take the ranges from the float32 vectors of the first N rows")
     files.add_argument("--no-truncate", action="store_true",
                        help="skip texts longer than the model maximum instead of truncating them")
-    files.add_argument("--batch-size", type=int, default=256, help="texts per engine call (default 256)")
+    files.add_argument("--batch-size", type=int,
+                       help="texts per engine call (default: as many as take about two seconds)")
     files.add_argument("--resume", action="store_true", help="go on with the job already in OUTPUT")
     files.add_argument("--no-progress", action="store_true", help="no progress bar")
     files.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or metal")

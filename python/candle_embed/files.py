@@ -2,7 +2,8 @@
 
 Inputs — `.jsonl`/`.ndjson`, `.csv`, `.parquet`, `.txt` (one text per line), or folders of them —
 are read as a stream of rows numbered in order across the files (files sorted by name). Rows go to
-the engine `batch_size` texts at a time, with the same request options as `Runner.encode`.
+the engine `batch_size` texts at a time (by default, as many as make a call of about two seconds),
+with the same request options as `Runner.encode`.
 
 The output is written in parts, each renamed into place only once complete: a Parquet output is a
 folder of `part-NNNNN.parquet` files (one dataset to pyarrow, pandas, DuckDB, Spark), with the id
@@ -328,7 +329,7 @@ def embed_files(
     text_column: str = "text",
     id_column: Optional[str] = None,
     request: Optional[Dict[str, Any]] = None,
-    batch_size: int = 256,
+    batch_size: Optional[int] = None,
     part_bytes: int = 64 << 20,
     resume: bool = False,
     show_progress_bar: Optional[bool] = None,
@@ -346,7 +347,9 @@ def embed_files(
                         "npy" if npy else "parquet", options)
     progress = _start(folder, out if npy else None, settings, resume)
     precision = options.get("precision", "float32")
-    from .runner import DTYPES, _native_width
+    from .runner import DTYPES, _native_width, _Sizer
+
+    sizer = _Sizer(batch_size)
 
     width = _native_width(runner, options.get("dimensions"), precision)
     parts = _Parts(folder, progress, DTYPES[precision], width)
@@ -366,10 +369,14 @@ def embed_files(
     rows_done = progress.rows_done
     try:
         for rows in read_rows(files, text_column, id_column, start=progress.rows_done):
-            for lo in range(0, len(rows.texts), batch_size):
-                numbers = rows.numbers[lo : lo + batch_size]
-                _embed_batch(runner, parts, numbers, rows.ids[lo : lo + batch_size],
-                             rows.texts[lo : lo + batch_size], options)
+            lo = 0
+            while lo < len(rows.texts):
+                hi = lo + sizer.size
+                numbers = rows.numbers[lo:hi]
+                call = time.perf_counter()
+                _embed_batch(runner, parts, numbers, rows.ids[lo:hi], rows.texts[lo:hi], options)
+                sizer.took(len(numbers), time.perf_counter() - call)
+                lo = hi
                 rows_done = numbers[-1] + 1
                 progress.seconds = time.perf_counter() - started
                 if bar is not None:

@@ -17,9 +17,14 @@ from ._native import EmbeddingRequest, RerankRequest
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
           "binary": np.int8, "ubinary": np.uint8}
-# Texts per engine call when `batch_size` is not given: large enough that the engine fills its
-# token budget, small enough that Ctrl-C and the progress bar answer within seconds.
+# Texts per engine call when `batch_size` is not given: the first call takes DEFAULT_BATCH, then
+# the size adapts so that a call lasts about CALL_SECONDS — long enough that per-call costs (the
+# last, partly filled forward pass of each call) vanish on a small model, short enough that the
+# progress bar moves and Ctrl-C is answered within seconds on a large one. Vectors do not depend
+# on how texts are grouped, so this changes nothing but speed.
 DEFAULT_BATCH = 256
+CALL_SECONDS = 2.0
+MIN_BATCH, MAX_BATCH = 16, 16384
 # Where a progress bar is shown by default: on a terminal, for more texts than this.
 PROGRESS_FROM = 1000
 
@@ -54,10 +59,29 @@ def quantize_embeddings(
     return _native.quantize(matrix, precision, ranges)
 
 
-def _batches(texts: Iterable[str], size: int) -> Iterator[List[str]]:
+class _Sizer:
+    """The number of texts for the next engine call: fixed when the caller chose it, else sized
+    from the last call's seconds per text toward CALL_SECONDS."""
+
+    def __init__(self, batch_size: Optional[int]) -> None:
+        self.fixed = batch_size is not None
+        self.size = DEFAULT_BATCH if batch_size is None else int(batch_size)
+        if self.size < 1:
+            raise ValueError(f"batch_size must be a positive number of texts, got {batch_size}")
+
+    def took(self, texts: int, seconds: float) -> None:
+        if self.fixed or texts < self.size:
+            return
+        per_text = max(seconds, 1e-6) / texts
+        target = int(CALL_SECONDS / per_text)
+        # At most doubling, so one fast call of short texts does not make the next one huge.
+        self.size = max(MIN_BATCH, min(MAX_BATCH, 2 * self.size, target))
+
+
+def _batches(texts: Iterable[str], sizer: _Sizer) -> Iterator[List[str]]:
     it = iter(texts)
     while True:
-        chunk = list(itertools.islice(it, size))
+        chunk = list(itertools.islice(it, sizer.size))
         if not chunk:
             return
         yield chunk
@@ -153,8 +177,9 @@ class Runner(_native.Runner):
         """Embeds `texts` (a string, or any iterable of strings: a generator is read batch by
         batch, never whole) and returns one row per text; a single string gives one vector.
 
-        batch_size: texts per engine call (default 256); the engine packs them into forward passes
-        by tokens, so this sets how often progress is shown and Ctrl-C is checked, not the speed.
+        batch_size: texts per engine call; the engine packs them into forward passes by tokens, so
+        this sets how often progress is shown and Ctrl-C is checked. None: calls of about two
+        seconds each.
         precision: "float32", "float16", "int8", "uint8", "binary" or "ubinary", as
         sentence-transformers' `quantize_embeddings`; int8 and uint8 need `ranges` (a (2,
         dimensions) array of each dimension's min and max) or `calibration_embeddings` (float32
@@ -170,9 +195,7 @@ class Runner(_native.Runner):
             ranges = calibration_ranges(calibration_embeddings)
         if ranges is not None:
             ranges = np.asarray(ranges, dtype=np.float32).tolist()
-        size = DEFAULT_BATCH if batch_size is None else int(batch_size)
-        if size < 1:
-            raise ValueError(f"batch_size must be a positive number of texts, got {batch_size}")
+        sizer = _Sizer(batch_size)
 
         single = isinstance(texts, str)
         items: Iterable[str] = [texts] if single else texts
@@ -187,11 +210,13 @@ class Runner(_native.Runner):
         out: Optional[np.ndarray] = None
         done = 0
         try:
-            for chunk in _batches(items, size):
+            for chunk in _batches(items, sizer):
                 for i, text in enumerate(chunk):
                     if not isinstance(text, str):
                         raise TypeError(f"texts[{done + i}] is {type(text).__name__}, expected str")
+                started = time.perf_counter()
                 vectors, tokens = self._embed(EmbeddingRequest(chunk, **options))
+                sizer.took(len(chunk), time.perf_counter() - started)
                 if total is not None:
                     if out is None:
                         out = np.empty((total, vectors.shape[1]), dtype=vectors.dtype)

@@ -104,17 +104,22 @@ def request(
     headers: Optional[Dict[str, str]] = None,
     raw: Optional[bytes] = None,
     timeout: float = 60,
+    response_headers: Optional[Dict[str, str]] = None,
 ) -> Tuple[int, Any]:
-    """One HTTP call; returns (status, parsed JSON or text)."""
+    """One HTTP call; returns (status, parsed JSON or text). `response_headers`, when given, is
+    filled with the answer's headers."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     hdrs = {"Content-Type": "application/json"} if body is not None else {}
     hdrs.update(headers or {})
     req = urllib.request.Request(server.base + path, data=data, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, text, ctype = resp.status, resp.read().decode(), resp.headers.get("content-type", "")
+            status, text, headers = resp.status, resp.read().decode(), resp.headers
     except urllib.error.HTTPError as err:
-        status, text, ctype = err.code, err.read().decode(), err.headers.get("content-type", "")
+        status, text, headers = err.code, err.read().decode(), err.headers
+    ctype = headers.get("content-type", "")
+    if response_headers is not None:
+        response_headers.update({k.lower(): v for k, v in headers.items()})
     return status, json.loads(text) if "json" in ctype else text
 
 
@@ -365,6 +370,18 @@ def test_malformed_and_oversized_bodies(server):
     conn.close()
 
 
+def test_compressed_bodies_are_refused_with_415(server):
+    import gzip
+
+    raw = gzip.compress(json.dumps({"input": "hello"}).encode())
+    status, body = request(server, "POST", "/v1/embeddings", raw=raw,
+                           headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert "gzip" in assert_error(status, body, 415)
+    status, _ = request(server, "POST", "/v1/embeddings", raw=json.dumps({"input": "hello"}).encode(),
+                        headers={"Content-Type": "application/json", "Content-Encoding": "identity"})
+    assert status == 200
+
+
 def test_content_type_is_not_required(server, runner):
     raw = json.dumps({"input": "hello"}).encode()
     for ctype in (None, "application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8"):
@@ -508,11 +525,13 @@ def test_overload_answers_429_quickly():
         deadline = time.monotonic() + 20
         while slow.is_alive() and time.monotonic() < deadline and not seen_429:
             t0 = time.monotonic()
-            status, body = post(srv, {"input": "quick"})
+            headers: Dict[str, str] = {}
+            status, body = post(srv, {"input": "quick"}, response_headers=headers)
             if status == 429:
                 seen_429.append(time.monotonic() - t0)
                 assert_error(status, body, 429)
                 assert body["error"]["type"] == "rate_limit_error"
+                assert int(headers["retry-after"]) >= 1
         slow.join()
         assert slow_status == [200]
         assert seen_429, "no 429 while the only slot was taken"
@@ -547,6 +566,9 @@ def test_api_key():
         assert_error(*post(srv, body, headers={"Authorization": "Bearer sekret2"}), 401)
         assert_error(*request(srv, "GET", "/v1/models"), 401)
         assert post(srv, body, headers={"Authorization": "Bearer sekret"})[0] == 200
+        # The scheme name is case-insensitive (RFC 7235); the key is not.
+        assert post(srv, body, headers={"Authorization": "bearer sekret"})[0] == 200
+        assert_error(*post(srv, body, headers={"Authorization": "bearer SEKRET"}), 401)
         assert request(srv, "GET", "/health")[0] == 200
         import openai
         client = openai.OpenAI(base_url=srv.base + "/v1", api_key="sekret", max_retries=0)

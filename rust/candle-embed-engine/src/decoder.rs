@@ -3,7 +3,7 @@
 //! [`crate::cpu_bf16::Model`] (our bf16 CPU kernels) implement it; [`crate::Embedder`] and the
 //! server's scheduler drive either the same way.
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::pack::{PackedBatch, TokenBudget};
 use crate::pool::Pooled;
 
@@ -19,9 +19,23 @@ pub fn forward_all(
     sequences: &[Vec<u32>],
     budget: TokenBudget,
 ) -> Result<Pooled> {
+    forward_all_until(decoder, sequences, budget, &|| true)
+}
+
+/// [`forward_all`], asking `go_on` before each pass: a `false` ends the call with
+/// [`EngineError::Interrupted`] (how Ctrl-C reaches a long Python call).
+pub fn forward_all_until(
+    decoder: &dyn Decoder,
+    sequences: &[Vec<u32>],
+    budget: TokenBudget,
+    go_on: &(dyn Fn() -> bool + Sync),
+) -> Result<Pooled> {
     let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
     let mut pooled = Pooled::default();
     for group in budget.plan(&lengths) {
+        if !go_on() {
+            return Err(EngineError::Interrupted);
+        }
         pooled.append(&decoder.forward(&PackedBatch::new(&sequences[group]))?);
     }
     Ok(pooled)
@@ -56,6 +70,17 @@ pub(crate) mod tests {
                 .collect();
             Ok(Pooled::new(values, 3))
         }
+    }
+
+    #[test]
+    fn a_stop_between_passes_ends_the_call() {
+        let fake = Fake::default();
+        let sequences = vec![vec![1; 3]; 4];
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let go_on = || asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 1;
+        let result = forward_all_until(&fake, &sequences, TokenBudget::new(6), &go_on);
+        assert!(matches!(result, Err(EngineError::Interrupted)));
+        assert_eq!(*fake.passes.lock().unwrap(), [6]); // one pass ran, the second never started
     }
 
     #[test]

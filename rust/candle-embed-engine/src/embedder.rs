@@ -11,7 +11,7 @@ use candle_core::{DType, Device};
 
 use crate::config::{Config, EmbeddingArchitecture};
 use crate::cpu_bf16;
-use crate::decoder::{forward_all, Decoder};
+use crate::decoder::{forward_all_until, Decoder};
 use crate::device::{parse_compute, parse_device};
 use crate::error::{EngineError, Result};
 use crate::model::Model;
@@ -251,8 +251,18 @@ impl Embedder {
 
     /// Embeds every input of `request`: prepare, forward in budget-sized passes, finish.
     pub fn embed(&self, request: &EmbeddingRequest) -> Result<Embeddings> {
+        self.embed_until(request, &|| true)
+    }
+
+    /// [`Self::embed`], stopped with [`EngineError::Interrupted`] when `go_on` (asked before each
+    /// forward pass) says no.
+    pub fn embed_until(
+        &self,
+        request: &EmbeddingRequest,
+        go_on: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Embeddings> {
         let prepared = self.prepare(request)?;
-        let pooled = forward_all(&*self.decoder, &prepared.sequences, self.budget())?;
+        let pooled = forward_all_until(&*self.decoder, &prepared.sequences, self.budget(), go_on)?;
         Ok(prepared.output.finish(pooled, prepared.token_counts()))
     }
 }

@@ -57,6 +57,10 @@ pub enum EngineError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
+    /// The caller stopped the call between two forward passes (Ctrl-C in Python).
+    #[error("interrupted")]
+    Interrupted,
+
     /// A tensor operation failed while running the model.
     #[error("model forward pass failed: {}", without_backtrace(.0))]
     Forward(#[from] candle_core::Error),

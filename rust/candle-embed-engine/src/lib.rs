@@ -25,6 +25,7 @@ pub mod model;
 pub mod output;
 pub mod pack;
 pub mod pool;
+mod precut;
 pub mod prepare;
 pub mod prompt;
 pub mod quantize;

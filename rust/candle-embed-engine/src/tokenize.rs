@@ -99,6 +99,8 @@ pub struct EmbeddingTokenizer {
     appends_eos: bool,
     /// Tokens the post-processor adds to a single sequence (reserved from the length budget).
     added_tokens: usize,
+    /// The special tokens' texts (a cut must not fall inside one).
+    specials: Vec<String>,
 }
 
 impl EmbeddingTokenizer {
@@ -131,12 +133,18 @@ impl EmbeddingTokenizer {
         } else {
             1
         };
+        let specials = inner
+            .get_added_tokens_decoder()
+            .values()
+            .map(|t| t.content.clone())
+            .collect();
         tracing::debug!(appends_eos, eos_id, "loaded {}", path.display());
         Ok(Self {
             inner,
             eos_id,
             appends_eos,
             added_tokens,
+            specials,
         })
     }
 
@@ -167,12 +175,45 @@ impl EmbeddingTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The ids of the exact head [`crate::precut`] would tokenize for `text` when it needs `need`
+    /// tokens, or `None` when it tokenizes the whole text (for the property tests).
+    #[doc(hidden)]
+    pub fn precut_head(&self, text: &str, need: usize) -> Result<Option<Vec<u32>>> {
+        Ok(
+            crate::precut::head(&self.inner, text, need, &self.specials)?
+                .map(|(encoding, _)| encoding.get_ids().to_vec()),
+        )
+    }
+
     /// Tokenizes one text (already prefixed) so that it ends with `<|endoftext|>`.
     pub fn encode_text(&self, index: usize, text: &str, limit: &LengthLimit) -> Result<Vec<u32>> {
-        let mut encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|err| EngineError::Tokenizer(err.to_string()))?;
+        // One token more than fits shows a text is too long: a long text is tokenized only that
+        // far (see `precut`). Cutting from the left needs the text's end: it is tokenized whole.
+        let room = limit.max_tokens.saturating_sub(self.added_tokens);
+        let head = if limit.truncate && limit.side == TruncationSide::Left {
+            None
+        } else {
+            crate::precut::head(&self.inner, text, room + 1, &self.specials)?
+        };
+        let mut encoding = match head {
+            Some((_, cut)) if !limit.truncate => {
+                return Err(EngineError::field(
+                    Field::Input,
+                    format!(
+                        "input {index} has more than {} tokens (the first {cut} of its {} bytes \
+                         hold more already); shorten it, or truncate it with truncate_sequence \
+                         or truncate_prompt_tokens",
+                        limit.max_tokens,
+                        text.len()
+                    ),
+                ))
+            }
+            Some((encoding, _)) => encoding,
+            None => self
+                .inner
+                .encode_fast(text, false)
+                .map_err(|err| EngineError::Tokenizer(err.to_string()))?,
+        };
         let keep = limit.fit(index, encoding.len(), self.added_tokens)?;
         if keep < encoding.len() {
             let direction = match limit.side {

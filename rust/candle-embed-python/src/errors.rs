@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use candle_embed_engine::EngineError;
-use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::create_exception!(
@@ -29,6 +29,36 @@ pub fn to_pyerr(err: EngineError) -> PyErr {
         EngineError::Hub { .. } | EngineError::Tokenizer(_) | EngineError::Forward(_) => {
             CandleEmbedError::new_err(message)
         }
+        EngineError::Interrupted => PyKeyboardInterrupt::new_err(message),
+    }
+}
+
+/// Runs `work` without the GIL, giving it a `go_on` check that takes the GIL back for a moment
+/// to run Python's signal handlers: Ctrl-C stops the call between two forward passes, with the
+/// exception the handler raised (KeyboardInterrupt), and the Runner stays usable.
+pub fn interruptible<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce(&(dyn Fn() -> bool + Sync)) -> candle_embed_engine::Result<T> + Send,
+{
+    let raised: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
+    // Clippy's suggested `Python::check_signals` path does not satisfy attach's lifetime bound.
+    #[allow(clippy::redundant_closure_for_method_calls)]
+    let go_on = || {
+        Python::attach(|py| py.check_signals()).map_or_else(
+            |err| {
+                if let Ok(mut slot) = raised.lock() {
+                    *slot = Some(err);
+                }
+                false
+            },
+            |()| true,
+        )
+    };
+    let result = without_gil(py, || work(&go_on));
+    match raised.into_inner().ok().flatten() {
+        Some(err) => Err(err),
+        None => result,
     }
 }
 

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::without_gil;
+use crate::errors::{interruptible, without_gil};
 use crate::request::PyEmbeddingRequest;
 use crate::rerank::PyRerankRequest;
 use crate::which::PyWhich;
@@ -117,7 +117,7 @@ impl PyRunner {
         // The request is frozen, so the GIL-free work borrows it: no copy of its texts.
         let request = &request.inner;
         let embedder = self.embedder()?;
-        let embeddings = without_gil(py, || embedder.embed(request))?;
+        let embeddings = interruptible(py, |go_on| embedder.embed_until(request, go_on))?;
         let tokens = embeddings.prompt_tokens();
         let shape = [embeddings.len(), embeddings.width()];
         // The vectors' one buffer becomes the array's, without a copy.
@@ -147,7 +147,7 @@ impl PyRunner {
     ) -> PyResult<(Bound<'py, PyAny>, usize)> {
         let reranker = self.reranker()?;
         let request = &request.inner;
-        let scores = without_gil(py, || reranker.rerank(request))?;
+        let scores = interruptible(py, |go_on| reranker.rerank_until(request, go_on))?;
         let tokens = scores.prompt_tokens();
         Ok((PyArray1::from_vec(py, scores.scores).into_any(), tokens))
     }

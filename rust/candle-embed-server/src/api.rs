@@ -185,6 +185,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme name is
+/// case-insensitive (RFC 7235).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 async fn require_api_key(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -195,7 +202,7 @@ async fn require_api_key(
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
         if !constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
             return Err(ApiError::unauthorized());
@@ -479,6 +486,15 @@ async fn docs() -> Html<&'static str> {
 mod tests {
     use super::*;
     use axum::http::StatusCode;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer k"), Some("k"));
+        assert_eq!(bearer_token("bearer k"), Some("k"));
+        assert_eq!(bearer_token("BEARER  k"), Some(" k"));
+        assert_eq!(bearer_token("Basic k"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
 
     #[test]
     fn keys_compare_exactly() {

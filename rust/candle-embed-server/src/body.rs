@@ -289,6 +289,13 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
             .extensions()
             .get::<PayloadLimit>()
             .map_or(crate::args::DEFAULT_PAYLOAD_LIMIT, |l| l.0);
+        // A compressed body would reach the JSON parser as bytes it cannot read; say why instead.
+        if let Some(encoding) = req.headers().get(axum::http::header::CONTENT_ENCODING) {
+            let encoding = encoding.to_str().unwrap_or("(not text)").trim();
+            if !encoding.eq_ignore_ascii_case("identity") {
+                return Err(ApiError::unsupported_encoding(encoding));
+            }
+        }
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)

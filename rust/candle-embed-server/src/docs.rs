@@ -64,6 +64,7 @@ fn rerank_operation(unavailable: &Value) -> Value {
             "400": error_response("Malformed body, wrong types, no documents, top_n below 1, too many documents, or the model named is not a reranker."),
             "404": error_response("Unknown model, or no reranker served."),
             "413": error_response("Body larger than --payload-limit."),
+            "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
             "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
             "500": error_response("The model failed on a valid request."),
             "503": unavailable
@@ -83,6 +84,7 @@ fn score_operation(unavailable: &Value) -> Value {
             "400": error_response("Malformed body, wrong types, lists of different lengths, too many pairs, or the model named is not a reranker."),
             "404": error_response("Unknown model, or no reranker served."),
             "413": error_response("Body larger than --payload-limit."),
+            "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
             "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
             "500": error_response("The model failed on a valid request."),
             "503": unavailable
@@ -155,6 +157,8 @@ pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
                     "400": error_response("Malformed body, wrong types, empty input, dimensions out of range, token ids outside the vocabulary, input too long, too many inputs."),
                     "404": error_response("Unknown model."),
                     "413": error_response("Body larger than --payload-limit."),
+                    "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
+            "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
                     "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
                     "500": error_response("The model failed on a valid request."),
                     "503": unavailable

@@ -23,11 +23,13 @@ pub struct ErrorDetail {
     pub code: Option<&'static str>,
 }
 
-/// An error answer: status plus body.
+/// An error answer: status plus body (and, for 429 and 503, when to retry).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds for the `Retry-After` header.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
                     code,
                 },
             },
+            retry_after: None,
         }
     }
 
@@ -135,6 +138,7 @@ impl ApiError {
             Some("queue_full"),
             format!("the server is busy ({limit} requests in flight); retry later"),
         )
+        .retry_in(1)
     }
 
     /// 503: the models are still loading, or the server is shutting down.
@@ -179,9 +183,36 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The same error, telling the client to retry after `seconds`.
+    #[must_use]
+    pub fn retry_in(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// 415: a body encoding the server does not decode.
+    pub fn unsupported_encoding(encoding: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            Some("unsupported_content_encoding"),
+            format!(
+                "Content-Encoding {encoding:?} is not supported; send the JSON body uncompressed"
+            ),
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

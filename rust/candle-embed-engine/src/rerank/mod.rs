@@ -9,7 +9,7 @@ pub mod template;
 
 use std::sync::Arc;
 
-use crate::decoder::{forward_all, Decoder};
+use crate::decoder::{forward_all_until, Decoder};
 use crate::embedder::{EmbedderOptions, Loaded, ModelInfo};
 use crate::error::Result;
 use crate::pack::TokenBudget;
@@ -101,8 +101,17 @@ impl Reranker {
 
     /// Scores every document of `request`: prepare, forward in budget-sized passes, finish.
     pub fn rerank(&self, request: &RerankRequest) -> Result<Scores> {
+        self.rerank_until(request, &|| true)
+    }
+
+    /// [`Self::rerank`], stopped with an error when `go_on` (asked before each pass) says no.
+    pub fn rerank_until(
+        &self,
+        request: &RerankRequest,
+        go_on: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Scores> {
         let sequences = self.prepare(request)?;
-        let pooled = forward_all(&*self.decoder, &sequences, self.budget())?;
+        let pooled = forward_all_until(&*self.decoder, &sequences, self.budget(), go_on)?;
         Ok(Scores {
             scores: self.finish(&pooled),
             token_counts: sequences.iter().map(Vec::len).collect(),

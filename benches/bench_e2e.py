@@ -2,11 +2,12 @@
 """End-to-end embedding throughput and latency: candle_embed against transformers, same weights.
 
     python3 scripts/make_bench_model.py            # once: bench-out/qwen3-0.6b-random
-    python3 benches/bench_e2e.py [--n-inputs 256] [--engines candle-bf16,candle-f32,hf-bf16,hf-f32]
+    python3 benches/bench_e2e.py [--n-inputs 256] [--engines candle-auto,candle-f32,hf-f32,onnx-f32,onnx-int8]
                                  [--threads 2] [--by-length 16,64,256,1024 [--by-length-tokens 8192]]
     python3 benches/plot_e2e.py                    # bench-out/e2e.json -> docs/e2e-throughput.png
 
-Needs, in one interpreter, candle_embed (the wheel from dist/) and torch + transformers. Any model
+Needs, in one interpreter, candle_embed (the wheel from dist/), torch + transformers, and for the
+onnx engines sentence-transformers[onnx] (optimum-onnx, onnxruntime). Any model
 directory with config.json and tokenizer.json works (--model-dir tests/fixtures/models/gqa-bf16 for a
 quick check); texts are kept within the model's max_position_embeddings.
 
@@ -18,6 +19,10 @@ Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
     candle-auto   the same with dtype "auto" (not run unless named in --engines)
     hf-f32        transformers AutoModel (Qwen3Model) in float32, sdpa attention, torch.inference_mode
     hf-bf16       the same in bfloat16
+    onnx-f32      ONNX Runtime on the model as sentence-transformers' backend="onnx" exports it
+                  (optimum), same batching and pooling as hf-*; exported once to MODEL-onnx/
+    onnx-int8     the same with sentence-transformers' export_dynamic_quantized_onnx_model for this
+                  CPU (avx2 / avx512 / avx512_vnni): int8 weights, not the reference's numbers
 
 The transformers side does what sentence-transformers does for Qwen3-Embedding: sort the texts by
 length, batches of --batch-size, AutoTokenizer with left padding (the tokenizer appends
@@ -46,10 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,152 +61,22 @@ from pathlib import Path
 
 import numpy as np
 
+from e2e_corpus import MAX_TOKENS, TokenCounter, latency_query, make_corpus, make_length_corpus, model_max_tokens
+from e2e_engines import load_engine, peak_rss_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bench-out" / "qwen3-0.6b-random"
 DEFAULT_OUT = ROOT / "bench-out" / "e2e.json"
-ENGINES = ("candle-bf16", "candle-f32", "candle-auto", "hf-bf16", "hf-f32")
-DEFAULT_ENGINES = ("candle-bf16", "candle-f32", "hf-bf16", "hf-f32")
+ENGINES = ("candle-bf16", "candle-f32", "candle-auto", "hf-bf16", "hf-f32", "onnx-f32", "onnx-int8")
+# The peers a CPU user would pick instead: transformers (bf16 only where the CPU has bf16
+# instructions; elsewhere it crawls) and ONNX Runtime, f32 and int8.
+DEFAULT_ENGINES = ("candle-auto", "candle-f32", "hf-f32", "onnx-f32", "onnx-int8")
 ALIASES = {"candle": "candle-f32"}
 REFERENCE = "hf-f32"
-RATIO_BASES = ("hf-bf16", "hf-f32")
+RATIO_BASES = ("hf-bf16", "hf-f32", "onnx-int8")
 WARMUP_INPUTS = 8
 NOTE_HEADER = "dtype / kernel"  # the summary table's text column: dtype and kernel, or the error
-
-# 16 tokens with the Qwen3 tokenizer, <|endoftext|> included; other tokenizers get a generated text.
-QUERY = "How do I compute the cosine similarity between two embedding vectors in Python code?"
-QUERY_TOKENS = 16
 LATENCY_WARMUP = 3
-
-# ---------------------------------------------------------------------------------------------
-# Corpus
-# ---------------------------------------------------------------------------------------------
-
-ENGLISH = """
-the of and to in is that for it as was with be by on not he this are or his from at which but have
-an they you were her she there been one all we their has would when if so no out up what about who
-into them more than some could time these two may then first any my now such like our over man
-me even most made after also did many before must through back years where much your way well down
-should because each just those people how too little state good very make world still own see men
-work long get here between both life being under never day same another know while last might us
-great old year off come since against go came right used take three system water model data search
-query document vector embedding language network memory engine token batch server request result
-river mountain city market history science music garden kitchen winter summer ocean forest bridge
-library student teacher doctor machine energy health policy company product customer price report
-quickly slowly carefully simply clearly often rarely always usually together however therefore
-retrieve compute measure improve compare describe explain answer question reason value number
-""".split()
-
-CHINESE = """
-我们 今天 天气 非常 好 中国 北京 上海 学习 工作 时间 问题 发展 经济 社会 文化 历史 科学 技术
-研究 数据 模型 向量 检索 语言 文本 系统 网络 计算 方法 结果 分析 信息 服务 用户 公司 市场 产品
-城市 河流 山脉 音乐 图书馆 学生 老师 医生 机器 能源 健康 政策 我 你 他 是 的 了 在 有 和 不
-这 那 一个 可以 因为 所以 但是 如果 已经 非常 重要 简单 快速 准确
-""".split()
-
-# Token lengths are drawn from a log-normal around this median and clipped to this range.
-MEDIAN_TOKENS = 60
-SIGMA = 0.8
-MIN_TOKENS, MAX_TOKENS = 5, 500
-CHINESE_SHARE = 0.15
-CORPUS_BASE = 256  # the corpus for --n-inputs n < 256 is the first n of the 256
-
-
-class TokenCounter:
-    """Token counts with the bench's convention: the text's own tokens plus one <|endoftext|>."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.cache: dict[str, int] = {}
-
-    def piece(self, piece: str) -> int:
-        """Tokens of a word on its own, no <|endoftext|>; cached (the corpus reuses few words)."""
-        if piece not in self.cache:
-            self.cache[piece] = len(self.tokenizer.encode(piece, add_special_tokens=False).ids)
-        return self.cache[piece]
-
-    def text(self, text: str) -> int:
-        return 1 + len(self.tokenizer.encode(text, add_special_tokens=False).ids)
-
-
-def make_corpus(n: int, seed: int, counter: TokenCounter, max_tokens: int = MAX_TOKENS) -> list[str]:
-    """`max(n, 256)` texts from a seeded RNG, of which the first n are returned."""
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(max(n, CORPUS_BASE)):
-        target = round(math.exp(rng.gauss(math.log(MEDIAN_TOKENS), SIGMA)))
-        target = min(max(target, MIN_TOKENS), max_tokens)
-        texts.append(_grow_text(rng, target, counter))
-    return texts[:n]
-
-
-def make_length_corpus(length: int, total_tokens: int, seed: int, counter: TokenCounter) -> list[str]:
-    """About `total_tokens / length` texts of `length` tokens each, from an RNG seeded by both."""
-    rng = random.Random(f"{seed}-{length}")
-    return [fixed_length_text(rng, length, counter) for _ in range(max(1, round(total_tokens / length)))]
-
-
-def _pieces(rng: random.Random, chinese: bool):
-    """Endless words with spaces, capitals and sentence ends, as they are appended to a text."""
-    words = CHINESE if chinese else ENGLISH
-    first, in_sentence, sentence_len = True, 0, rng.randint(6, 18)
-    while True:
-        word = rng.choice(words)
-        if not chinese and rng.random() < 0.03:
-            word = str(rng.randint(0, 99999))
-        if in_sentence == 0 and not chinese:
-            word = word.capitalize()
-        in_sentence += 1
-        if in_sentence >= sentence_len:
-            word += "。" if chinese else "."
-            in_sentence, sentence_len = 0, rng.randint(6, 18)
-        yield word if chinese or first else " " + word
-        first = False
-
-
-def _grow_text(rng: random.Random, target_tokens: int, counter: TokenCounter) -> str:
-    """Words drawn until their token counts (plus <|endoftext|>) reach `target_tokens`."""
-    pieces = _pieces(rng, chinese=rng.random() < CHINESE_SHARE)
-    parts: list[str] = []
-    tokens = 1
-    while tokens < target_tokens:
-        parts.append(next(pieces))
-        tokens += counter.piece(parts[-1])
-    return "".join(parts)
-
-
-def fixed_length_text(rng: random.Random, length: int, counter: TokenCounter, tries: int = 200) -> str:
-    """A text of `length` tokens, <|endoftext|> included; shorter only if no word fits the last gap.
-
-    Words are added by their own token counts to a few tokens short of the length, then one at a
-    time with the whole text re-tokenized (words can merge across boundaries, Chinese ones do).
-    """
-    pieces = _pieces(rng, chinese=rng.random() < CHINESE_SHARE)
-    parts: list[str] = []
-    estimate = 1
-    while estimate < length - 4:
-        parts.append(next(pieces))
-        estimate += counter.piece(parts[-1])
-    while parts and counter.text("".join(parts)) > length:
-        parts.pop()
-    for _ in range(tries):
-        if counter.text("".join(parts)) >= length:
-            break
-        parts.append(next(pieces))
-        if counter.text("".join(parts)) > length:
-            parts.pop()
-    return "".join(parts)
-
-
-def latency_query(seed: int, counter: TokenCounter) -> str:
-    """QUERY where the tokenizer makes 16 tokens of it, else a generated 16-token text."""
-    if counter.text(QUERY) == QUERY_TOKENS:
-        return QUERY
-    return fixed_length_text(random.Random(f"{seed}-query"), QUERY_TOKENS, counter)
-
-
-def model_max_tokens(model_dir: Path) -> int:
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    return int(config.get("max_position_embeddings", MAX_TOKENS))
 
 
 def cpu_model() -> str:
@@ -216,93 +88,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
-
-
-# ---------------------------------------------------------------------------------------------
-# Engines (run in child processes)
-# ---------------------------------------------------------------------------------------------
-# Each loader returns (embed, count_tokens, info): embed(texts) -> (unit vectors, tokens computed,
-# padding included), count_tokens(texts) -> real tokens, info -> what was loaded and how long it took.
-
-
-def rss_now_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def load_candle(model_dir: Path, args, dtype: str):
-    import candle_embed as ce
-
-    start = time.perf_counter()
-    runner = ce.Runner(
-        ce.Which.Embedding(str(model_dir), dtype=dtype),
-        device="cpu",
-        max_batch_tokens=args.max_batch_tokens,
-    )
-    load_s = time.perf_counter() - start
-
-    def count_tokens(texts: list[str]) -> int:
-        return sum(len(ids) for ids in runner.tokenize(ce.EmbeddingRequest(texts)))
-
-    def embed(texts: list[str]) -> tuple[np.ndarray, int | None]:
-        return np.asarray(runner.send_embedding_request(ce.EmbeddingRequest(texts)), dtype=np.float32), None
-
-    info = {"load_s": load_s, "rss_after_load_mb": rss_now_mb(), "max_batch_tokens": args.max_batch_tokens,
-            "requested_dtype": dtype, "runner_info": {k: str(v) for k, v in dict(runner.info).items()}}
-    return embed, count_tokens, info
-
-
-def load_hf(model_dir: Path, args, dtype_name: str):
-    import torch
-    import torch.nn.functional as F
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
-
-    transformers.logging.disable_progress_bar()
-    torch.set_num_threads(args.threads)
-    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModel.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").eval()
-    load_s = time.perf_counter() - start
-
-    def count_tokens(texts: list[str]) -> int:
-        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
-
-    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
-        # sentence-transformers order: longest text (in characters) first.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
-        padded = 0
-        for lo in range(0, len(order), args.batch_size):
-            idx = order[lo : lo + args.batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="pt")
-            padded += enc["input_ids"].numel()
-            with torch.inference_mode():
-                hidden = model(**enc).last_hidden_state
-                # Left padding: every row's last position is its last real token.
-                pooled = F.normalize(hidden[:, -1].float(), p=2, dim=1)
-            out[idx] = pooled.numpy()
-        return out, padded
-
-    info = {"load_s": load_s, "rss_after_load_mb": rss_now_mb(), "batch_size": args.batch_size,
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(), "torch_dtype": str(dtype).removeprefix("torch.")}
-    return embed, count_tokens, info
-
-
-def load_engine(engine: str, args):
-    family, dtype = engine.split("-", 1)
-    if family == "candle":
-        return load_candle(args.model_dir, args, dtype)
-    return load_hf(args.model_dir, args, dtype)
 
 
 def time_corpus(embed, count_tokens, texts: list[str], warmup: int) -> tuple[np.ndarray, dict]:
@@ -420,7 +205,7 @@ def render(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
 
 
 def summary_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    headers = ["engine", "tokens/s", "x hf-bf16", "x hf-f32", "peak RSS MB", "p50 ms (16 tok)", "p90 ms",
+    headers = ["engine", "tokens/s", "x hf-bf16", "x hf-f32", "x onnx-int8", "peak RSS MB", "p50 ms (16 tok)", "p90 ms",
                f"min cos vs {REFERENCE}", "max abs diff", NOTE_HEADER]
     rows = []
     for engine, r in results.items():
@@ -433,6 +218,8 @@ def summary_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         if "runner_info" in r:
             ri = r["runner_info"]
             kind = f"{ri.get('dtype', '?')} / {ri.get('kernel', '-')}"
+        elif "onnx_file" in r:
+            kind = f"onnxruntime {r['onnxruntime']}, {r['onnx_file']}"
         else:
             kind = f"torch {r.get('torch_dtype', '?')}"
         rows.append([engine, f"{r['tokens_per_s']:.1f}", *ratios, f"{r['peak_rss_mb']:.0f}",
@@ -485,6 +272,14 @@ def print_report(report: dict, results: dict) -> None:
         print(render(headers, rows, markdown=True) + "\n")
 
 
+def default_engines() -> list[str]:
+    from e2e_engines import cpu_flags
+
+    flags = cpu_flags()
+    bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    return list(DEFAULT_ENGINES) + (["hf-bf16"] if bf16 else [])
+
+
 def parse_engines(text: str, parser) -> list[str]:
     engines = [ALIASES.get(e.strip(), e.strip()) for e in text.split(",") if e.strip()]
     unknown = sorted(set(engines) - set(ENGINES))
@@ -497,7 +292,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="candle_embed vs transformers, end to end")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--n-inputs", type=int, default=256)
-    parser.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+    parser.add_argument("--engines", default=",".join(default_engines()),
                         help=f"comma-separated, from {ENGINES}; 'candle' means candle-f32")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads / RAYON_NUM_THREADS")
     parser.add_argument("--batch-size", type=int, default=32, help="transformers batch size")

@@ -1,0 +1,185 @@
+"""The engines the end-to-end benchmark compares, each loaded in a child process of its own:
+candle_embed's Runner, transformers (sentence-transformers' way: length-sorted batches, left
+padding, last token, L2), and ONNX Runtime on the same model exported by sentence-transformers'
+ONNX backend, in f32 and with its dynamic int8 quantization."""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Each loader returns (embed, count_tokens, info): embed(texts) -> (unit vectors, tokens computed,
+# padding included), count_tokens(texts) -> real tokens, info -> what was loaded and how long it took.
+
+
+def rss_now_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_candle(model_dir: Path, args, dtype: str):
+    import candle_embed as ce
+
+    start = time.perf_counter()
+    runner = ce.Runner(
+        ce.Which.Embedding(str(model_dir), dtype=dtype),
+        device="cpu",
+        max_batch_tokens=args.max_batch_tokens,
+    )
+    load_s = time.perf_counter() - start
+
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in runner.tokenize(ce.EmbeddingRequest(texts)))
+
+    def embed(texts: list[str]) -> tuple[np.ndarray, int | None]:
+        return np.asarray(runner.send_embedding_request(ce.EmbeddingRequest(texts)), dtype=np.float32), None
+
+    info = {"load_s": load_s, "rss_after_load_mb": rss_now_mb(), "max_batch_tokens": args.max_batch_tokens,
+            "requested_dtype": dtype, "runner_info": {k: str(v) for k, v in dict(runner.info).items()}}
+    return embed, count_tokens, info
+
+
+def load_hf(model_dir: Path, args, dtype_name: str):
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    transformers.logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModel.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").eval()
+    load_s = time.perf_counter() - start
+
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+
+    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
+        # sentence-transformers order: longest text (in characters) first.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+        padded = 0
+        for lo in range(0, len(order), args.batch_size):
+            idx = order[lo : lo + args.batch_size]
+            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="pt")
+            padded += enc["input_ids"].numel()
+            with torch.inference_mode():
+                hidden = model(**enc).last_hidden_state
+                # Left padding: every row's last position is its last real token.
+                pooled = F.normalize(hidden[:, -1].float(), p=2, dim=1)
+            out[idx] = pooled.numpy()
+        return out, padded
+
+    info = {"load_s": load_s, "rss_after_load_mb": rss_now_mb(), "batch_size": args.batch_size,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "torch_dtype": str(dtype).removeprefix("torch.")}
+    return embed, count_tokens, info
+
+
+def onnx_export(model_dir: Path) -> Path:
+    """The model exported to ONNX the way sentence-transformers' `backend="onnx"` does it (optimum),
+    plus its dynamic int8 quantization for this CPU (`export_dynamic_quantized_onnx_model`); made
+    once, into bench-out/onnx/<model>, and reused."""
+    out = Path(__file__).resolve().parent.parent / "bench-out" / "onnx" / model_dir.name
+    flags = cpu_flags()
+    config = "avx512_vnni" if "avx512_vnni" in flags else "avx512" if "avx512f" in flags else "avx2"
+    # The file is named model_qint8_<config>.onnx, or model_quint8_avx2.onnx for AVX2.
+    if any((out / "onnx").glob(f"model_q*int8_{config}.onnx")):
+        return out
+    import shutil
+
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_dir, out)
+    # Loading with the ONNX backend exports model.onnx when the directory has none.
+    model = SentenceTransformer(str(out), backend="onnx", model_kwargs={"provider": "CPUExecutionProvider"})
+    model.save(str(out))
+    export_dynamic_quantized_onnx_model(model, config, str(out))
+    return out
+
+
+def load_onnx(model_dir: Path, args, variant: str):
+    """ONNX Runtime on the exported model (f32, or dynamic int8), batched and pooled as the
+    transformers engine is. The session is driven directly: the exported Qwen3 graph takes
+    position_ids, which sentence-transformers' ONNX path does not pass (it fails on this model), so
+    they are computed here from the left-padded attention mask, as transformers does."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    start = time.perf_counter()
+    out = onnx_export(model_dir)
+    export_s = time.perf_counter() - start
+    path = out / "onnx" / "model.onnx"
+    if variant == "int8":
+        path = next((out / "onnx").glob("model_q*int8_*.onnx"))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    start = time.perf_counter()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    tokenizer = AutoTokenizer.from_pretrained(out, padding_side="left")
+    load_s = time.perf_counter() - start
+    names = {i.name for i in session.get_inputs()}
+
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+
+    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out_vectors: np.ndarray | None = None
+        padded = 0
+        for lo in range(0, len(order), args.batch_size):
+            idx = order[lo : lo + args.batch_size]
+            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="np")
+            feed = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+            if "position_ids" in names:
+                feed["position_ids"] = np.clip(np.cumsum(enc["attention_mask"], axis=1) - 1, 0, None)
+            padded += enc["input_ids"].size
+            hidden = session.run(None, feed)[0]
+            pooled = hidden[:, -1].astype(np.float32)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            if out_vectors is None:
+                out_vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out_vectors[idx] = pooled
+        assert out_vectors is not None
+        return out_vectors, padded
+
+    info = {"load_s": load_s, "export_s": export_s, "rss_after_load_mb": rss_now_mb(),
+            "batch_size": args.batch_size, "onnxruntime": ort.__version__, "onnx_file": path.name,
+            "onnx_threads": args.threads}
+    return embed, count_tokens, info
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def load_engine(engine: str, args):
+    family, variant = engine.split("-", 1)
+    if family == "candle":
+        return load_candle(args.model_dir, args, variant)
+    if family == "onnx":
+        return load_onnx(args.model_dir, args, variant)
+    return load_hf(args.model_dir, args, variant)

@@ -25,6 +25,9 @@ form, tokenizer with or without the EOS post-processor) so the loader sees the v
 Qwen3-Embedding exports have. The references follow the Qwen3-Embedding model card: format the text
 (instruction or named prompt), tokenize so the last token is <|endoftext|>, left-pad with the EOS id,
 run the model, take the last token's hidden state, keep the first `dimensions` values, L2-normalize.
+
+One file over 600 lines on purpose: every fixture model and the transformers recordings it is
+checked against are made in one run by one script, so they cannot drift apart.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ At the end the scores are cross-checked, by hand, against sentence-transformers'
 through the published sequence-classification conversion (score weight = lm_head[yes] -
 lm_head[no], sigmoid) and through sentence-transformers' own causal-LM route (LogitScore); see
 `cross_check_cross_encoder` for what can and cannot be compared.
+
+Over 600 lines on purpose: the models, the recipe's reference scores and the by-hand
+sentence-transformers cross-check belong to one run of one script.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@ called through the official `openai` package and through plain HTTP (the seeds' 
 
 Every vector is checked against the in-process Runner on the same input (the numbers must not
 depend on the transport or on which requests were batched together).
+
+Over 600 lines on purpose: most tests here share one live server process, started once per
+module; splitting the file would start it again for each part.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{EmbeddingInput, EmbeddingRequest, Precision, TruncationSide};
+use super::{EmbeddingInput, EmbeddingRequest, Field, Precision, TruncationSide};
 use crate::prepare::Limits;
 
 pub(super) fn always_true() -> bool {
@@ -230,7 +230,7 @@ pub(super) fn input_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schem
 }
 
 /// -1, or a positive number of tokens ([`schema`] adds the model maximum).
-pub(super) fn truncate_prompt_tokens_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(super) fn token_limit_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "integer",
         "nullable": true,
@@ -255,7 +255,7 @@ pub fn schema(bounds: &SchemaBounds) -> serde_json::Value {
     let props = &mut schema["properties"];
     if let Some(limits) = bounds.limits {
         props["dimensions"]["maximum"] = limits.hidden_size.into();
-        props["truncate_prompt_tokens"]["oneOf"][1]["maximum"] = limits.max_length.into();
+        props[Field::TruncatePromptTokens.name()]["oneOf"][1]["maximum"] = limits.max_length.into();
         let max_id = limits.vocab_size.saturating_sub(1);
         props["input"]["oneOf"][2]["items"]["maximum"] = max_id.into();
         props["input"]["oneOf"][3]["items"]["items"]["maximum"] = max_id.into();

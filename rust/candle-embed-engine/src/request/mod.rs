@@ -22,7 +22,7 @@ pub use builder::EmbeddingRequestBuilder;
 pub(crate) use json::null_as_default as null_is_default;
 use json::{
     always_false, always_true, float32, input_schema, null_as_default, null_as_true, right,
-    truncate_prompt_tokens_schema,
+    token_limit_schema,
 };
 pub use json::{schema, SchemaBounds, INPUT_SHAPES};
 
@@ -204,7 +204,7 @@ pub struct EmbeddingRequest {
     pub prompt_name: Option<String>,
     /// Keep at most N tokens per input, `<|endoftext|>` included; -1 means the model maximum.
     #[serde(default)]
-    #[schemars(schema_with = "truncate_prompt_tokens_schema")]
+    #[schemars(schema_with = "token_limit_schema")]
     pub truncate_prompt_tokens: Option<i64>,
     /// "right" keeps an over-long input's first tokens, "left" its last.
     #[serde(default, deserialize_with = "null_as_default")]

@@ -86,7 +86,20 @@ def run_one(mode: str, model: str, path: Path, batch_size: int) -> dict:
         from sentence_transformers import SentenceTransformer, models
 
         # Qwen3-Embedding's sentence-transformers setup: last-token pooling, normalized, left padding.
-        word = models.Transformer(model, tokenizer_args={"padding_side": "left"})
+        # sentence-transformers 5.7 wraps plain text in the tokenizer's chat template when the
+        # directory has no sentence-transformers config (ours has none; the published checkpoints
+        # do): it reads a copy whose tokenizer_config.json has no template.
+        plain = ROOT / "bench-out" / (Path(model).name + "-no-chat-template")
+        if not plain.exists():
+            plain.mkdir(parents=True)
+            for item in Path(model).iterdir():
+                if item.name == "tokenizer_config.json":
+                    config = json.loads(item.read_text())
+                    config.pop("chat_template", None)
+                    (plain / item.name).write_text(json.dumps(config))
+                else:
+                    (plain / item.name).symlink_to(item.resolve())
+        word = models.Transformer(str(plain), tokenizer_args={"padding_side": "left"})
         st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "lasttoken"),
                                           models.Normalize()], device="cpu")
         st.max_seq_length = 8192
@@ -168,6 +181,7 @@ def main() -> None:
         print(json.dumps(run_one(args.one, args.model, path, args.batch_size)))
         return
     results = []
+    tokens = None
     for mode in args.modes.split(","):
         python = args.python_st if mode == "st" else sys.executable
         done = subprocess.run([python, __file__, "--model", args.model, "--n", str(args.n), "--batch-size",
@@ -176,6 +190,10 @@ def main() -> None:
             print(f"{mode} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
+        if result["tokens"] is None and tokens:  # sentence-transformers: the same texts, so the same tokens
+            result["tokens"] = tokens
+            result["tokens_per_s"] = round(tokens / result["seconds"], 1)
+        tokens = tokens or result["tokens"]
         results.append(result)
         print(json.dumps(result), flush=True)
     base = next((r for r in results if r["mode"] == "call"), None)

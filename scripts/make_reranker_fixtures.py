@@ -12,7 +12,8 @@ attention), so running it twice gives the same files.
 What it writes (only these folders and files are deleted and recreated):
 
     tests/fixtures/models/<name>/        config.json, model.safetensors (bfloat16),
-                                         tokenizer.json, tokenizer_config.json (the real Qwen3 files)
+                                         tokenizer_config.json (the real Qwen3 file), tokenizer.json
+                                         (a link to ../shared/qwen3-tokenizer/tokenizer.json)
     tests/fixtures/expected/<name>.json  {"model", "yes_id", "no_id", "prefix_tokens", "suffix_tokens",
                                           "max_length",
                                           "cases": [{"id", "query", "documents", "instruction",
@@ -599,8 +600,10 @@ def main() -> None:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir()
-        for f in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copyfile(QWEN3_TOKENIZER / f, out / f)
+        shutil.copyfile(QWEN3_TOKENIZER / "tokenizer_config.json", out / "tokenizer_config.json")
+        # The 11 MB vocabulary is not copied into the repository: a relative link to ../shared,
+        # which CI has beside the checkout.
+        (out / "tokenizer.json").symlink_to(Path("../../../../../shared/qwen3-tokenizer/tokenizer.json"))
         cfg = model_config(spec, pad_id, eos_id)
         built = build_model(spec, cfg)
         (out / "config.json").write_text(json.dumps(config_json(cfg, spec), indent=2) + "\n")

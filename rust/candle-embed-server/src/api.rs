@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use candle_embed_engine::{
-    Embedder, Embeddings, Limits, ModelInfo, Prepared, Reranker, SchemaBounds, Values,
+    Embedder, Embeddings, Limits, ModelInfo, Pooled, Prepared, Reranker, SchemaBounds, Values,
 };
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -70,6 +70,31 @@ impl Served {
             ServedModel::Reranker(_) => Kind::Reranker,
         }
     }
+
+    /// A place in this model's queue, or 429.
+    pub(crate) fn admit(&self) -> Result<crate::scheduler::Admission, ApiError> {
+        self.scheduler
+            .admit()
+            .ok_or_else(|| ApiError::overloaded(self.scheduler.max_concurrent()))
+    }
+
+    /// The pooled rows of `sequences`, from this model's scheduler (batched with other requests).
+    pub(crate) async fn forward(&self, sequences: Vec<Vec<u32>>) -> Result<Pooled, ApiError> {
+        self.scheduler
+            .submit(sequences)
+            .await
+            .map_err(|_| ApiError::unavailable("the server is shutting down"))?
+            .map_err(ApiError::internal)
+    }
+}
+
+/// An engine stage run on the blocking pool (tokenizing is CPU work).
+pub(crate) async fn blocking<T: Send + 'static>(
+    stage: impl FnOnce() -> candle_embed_engine::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(stage)
+        .await
+        .map_err(|err| ApiError::internal(format!("preparing the request failed: {err}")))??)
 }
 
 /// What every handler shares.
@@ -340,22 +365,13 @@ async fn embeddings(
         ))
         .with_param("input"));
     }
-    let Some(_admission) = served.scheduler.admit() else {
-        return Err(ApiError::overloaded(served.scheduler.max_concurrent()));
-    };
+    let _admission = served.admit()?;
 
     let embedder = Arc::clone(embedder);
-    let prepared = tokio::task::spawn_blocking(move || embedder.prepare(&request))
-        .await
-        .map_err(|err| ApiError::internal(format!("preparing the request failed: {err}")))??;
+    let prepared = blocking(move || embedder.prepare(&request)).await?;
     let token_counts = prepared.token_counts();
     let Prepared { sequences, output } = prepared;
-    let pooled = served
-        .scheduler
-        .submit(sequences)
-        .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down"))?
-        .map_err(ApiError::internal)?;
+    let pooled = served.forward(sequences).await?;
     let embeddings = output.finish(pooled, token_counts);
     let response = EmbeddingsResponse::new(
         state.response_id(),

@@ -52,17 +52,26 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-fn rerank_operation(unavailable: &Value) -> Value {
+/// A POST route's description: request and response schemas by name, what a 400 means.
+fn post_operation(
+    summary: &str,
+    schemas: (&str, &str),
+    example: Value,
+    ok: &str,
+    bad: &str,
+    unavailable: &Value,
+) -> Value {
+    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
     json!({
-        "summary": "Score documents against a query with a Qwen3-Reranker (Cohere / Jina shape)",
+        "summary": summary,
         "requestBody": {"required": true, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/RerankRequest"},
-            "example": {"query": "What is the capital of China?", "documents": ["Beijing is the capital of China.", "Gravity pulls."], "top_n": 1}
+            "schema": reference(schemas.0),
+            "example": example
         }}},
         "responses": {
-            "200": json_response("Results best first.", json!({"$ref": "#/components/schemas/RerankResponse"})),
-            "400": error_response("Malformed body, wrong types, no documents, top_n below 1, too many documents, or the model named is not a reranker."),
-            "404": error_response("Unknown model, or no reranker served."),
+            "200": json_response(ok, reference(schemas.1)),
+            "400": error_response(bad),
+            "404": error_response("Unknown model, or no model of this kind served."),
             "413": error_response("Body larger than --payload-limit."),
             "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
             "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
@@ -72,24 +81,26 @@ fn rerank_operation(unavailable: &Value) -> Value {
     })
 }
 
+fn rerank_operation(unavailable: &Value) -> Value {
+    post_operation(
+        "Score documents against a query with a Qwen3-Reranker (Cohere / Jina shape)",
+        ("RerankRequest", "RerankResponse"),
+        json!({"query": "What is the capital of China?", "documents": ["Beijing is the capital of China.", "Gravity pulls."], "top_n": 1}),
+        "Results best first.",
+        "Malformed body, wrong types, no documents, top_n below 1, too many documents, or the model named is not a reranker.",
+        unavailable,
+    )
+}
+
 fn score_operation(unavailable: &Value) -> Value {
-    json!({
-        "summary": "Score text pairs with a Qwen3-Reranker (vLLM's score API)",
-        "requestBody": {"required": true, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/ScoreRequest"},
-            "example": {"text_1": "What is the capital of China?", "text_2": ["Beijing is the capital of China.", "Gravity pulls."]}
-        }}},
-        "responses": {
-            "200": json_response("One score per pair, in order.", json!({"$ref": "#/components/schemas/ScoreResponse"})),
-            "400": error_response("Malformed body, wrong types, lists of different lengths, too many pairs, or the model named is not a reranker."),
-            "404": error_response("Unknown model, or no reranker served."),
-            "413": error_response("Body larger than --payload-limit."),
-            "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
-            "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
-            "500": error_response("The model failed on a valid request."),
-            "503": unavailable
-        }
-    })
+    post_operation(
+        "Score text pairs with a Qwen3-Reranker (vLLM's score API)",
+        ("ScoreRequest", "ScoreResponse"),
+        json!({"text_1": "What is the capital of China?", "text_2": ["Beijing is the capital of China.", "Gravity pulls."]}),
+        "One score per pair, in order.",
+        "Malformed body, wrong types, lists of different lengths, too many pairs, or the model named is not a reranker.",
+        unavailable,
+    )
 }
 
 /// The OpenAPI 3.0 description of every route, as this server runs: requests bounded by
@@ -146,24 +157,14 @@ pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
         },
         "components": {"schemas": schemas},
         "paths": {
-            "/v1/embeddings": {"post": secured(json!({
-                "summary": "Embed texts or token ids",
-                "requestBody": {"required": true, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/EmbeddingsRequest"},
-                    "example": {"model": "default", "input": ["Graphene conductivity", "Explain superconductors in simple terms."]}
-                }}},
-                "responses": {
-                    "200": json_response("One vector per input, in input order.", json!({"$ref": "#/components/schemas/EmbeddingsResponse"})),
-                    "400": error_response("Malformed body, wrong types, empty input, dimensions out of range, token ids outside the vocabulary, input too long, too many inputs."),
-                    "404": error_response("Unknown model."),
-                    "413": error_response("Body larger than --payload-limit."),
-                    "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
-            "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
-                    "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
-                    "500": error_response("The model failed on a valid request."),
-                    "503": unavailable
-                }
-            }))},
+            "/v1/embeddings": {"post": secured(post_operation(
+                "Embed texts or token ids",
+                ("EmbeddingsRequest", "EmbeddingsResponse"),
+                json!({"model": "default", "input": ["Graphene conductivity", "Explain superconductors in simple terms."]}),
+                "One vector per input, in input order.",
+                "Malformed body, wrong types, empty input, dimensions out of range, token ids outside the vocabulary, input too long, too many inputs, or the model named is a reranker.",
+                &unavailable,
+            ))},
             "/v1/rerank": {"post": secured(rerank_operation(&unavailable))},
             "/rerank": {"post": secured(rerank_operation(&unavailable))},
             "/v1/score": {"post": secured(score_operation(&unavailable))},

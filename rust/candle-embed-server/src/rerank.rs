@@ -14,7 +14,7 @@ use candle_embed_engine::Reranker;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{AppState, Kind, Served, ServedModel};
+use crate::api::{blocking, AppState, Kind, Served, ServedModel};
 use crate::body::{typed, ApiJson};
 use crate::error::ApiError;
 
@@ -252,19 +252,10 @@ async fn run(
     reranker: &Arc<Reranker>,
     prepare: impl FnOnce() -> candle_embed_engine::Result<Vec<Vec<u32>>> + Send + 'static,
 ) -> Result<(Vec<f32>, usize), ApiError> {
-    let Some(_admission) = served.scheduler.admit() else {
-        return Err(ApiError::overloaded(served.scheduler.max_concurrent()));
-    };
-    let sequences = tokio::task::spawn_blocking(prepare)
-        .await
-        .map_err(|err| ApiError::internal(format!("preparing the request failed: {err}")))??;
+    let _admission = served.admit()?;
+    let sequences = blocking(prepare).await?;
     let tokens = sequences.iter().map(Vec::len).sum();
-    let pooled = served
-        .scheduler
-        .submit(sequences)
-        .await
-        .map_err(|_| ApiError::unavailable("the server is shutting down"))?
-        .map_err(ApiError::internal)?;
+    let pooled = served.forward(sequences).await?;
     Ok((reranker.finish(&pooled), tokens))
 }
 

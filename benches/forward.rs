@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use candle_core::{DType, Device};
-use candle_embed_engine::model::Model;
+use candle_embed_engine::model::{AttentionPath, Model};
 use candle_embed_engine::pack::PackedBatch;
 use candle_embed_engine::Config;
 use candle_nn::{VarBuilder, VarMap};
@@ -37,7 +37,7 @@ const CONFIG: &str = r#"{
 fn random_model(cfg: &Config) -> Model {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    Model::new(cfg, vb).expect("building the random model")
+    Model::new(cfg, vb, AttentionPath::Blocked).expect("building the random model")
 }
 
 /// A deterministic stream of token ids below `vocab` (64-bit LCG; no RNG crate needed).
@@ -98,7 +98,7 @@ fn forward(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch.total_tokens() as u64));
         let id = BenchmarkId::new(name, format!("{}tok", batch.total_tokens()));
         group.bench_with_input(id, &batch, |b, batch| {
-            b.iter(|| model.hidden_states(black_box(batch)).expect("forward"));
+            b.iter(|| model.pooled_states(black_box(batch)).expect("forward"));
         });
     }
     group.finish();

@@ -154,8 +154,9 @@ class Runner:
     @property
     def info(self) -> dict[str, Any]:
         """What was loaded and how it runs: model_id, architecture, hidden_size, max_length,
-        vocab_size, dtype (compute), storage_dtype, kernel ("amx", "avx512bf16", "avx2", "reference":
-        our bf16 CPU kernels; "candle": candle's own ops), device, max_batch_tokens,
+        vocab_size, dtype (compute), storage_dtype, kernel ("amx", "avx512bf16", "avx512", "avx2",
+        "reference": our bf16 CPU kernels; "candle": candle's own ops; "candle+varlen": candle's
+        ops with our packed attention kernel, on CUDA), device, max_batch_tokens,
         tokenizer_appends_eos, prompt_names."""
 
 class Tokenizer:

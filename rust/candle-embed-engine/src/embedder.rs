@@ -14,7 +14,7 @@ use crate::cpu_bf16;
 use crate::decoder::{forward_all_until, Decoder};
 use crate::device::{parse_compute, parse_device};
 use crate::error::{EngineError, Result};
-use crate::model::Model;
+use crate::model::{AttentionPath, Model};
 use crate::output::Embeddings;
 use crate::pack::TokenBudget;
 use crate::prepare::{self, Limits, Prepared};
@@ -66,8 +66,9 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     pub dtype: DType,
     pub storage_dtype: DType,
-    /// What does the matmuls: `amx`, `avx512bf16`, `avx2` or `reference` (our bf16 CPU kernels), or
-    /// `candle` (candle's own ops: f32 on CPU, and every GPU).
+    /// What does the matmuls: `amx`, `avx512bf16`, `avx512`, `avx2` or `reference` (our bf16 CPU
+    /// kernels), or `candle` (candle's own ops: f32 on CPU, Metal), `candle+varlen` (candle's ops
+    /// with our packed attention kernel: CUDA).
     pub kernel: String,
     pub device: String,
     pub max_batch_tokens: usize,
@@ -109,6 +110,7 @@ impl Loaded {
         let device = parse_device(&options.device)?;
         let compute = parse_compute(&options.dtype, &device)?;
         let dtype = compute.dtype;
+        let attention = AttentionPath::choose(&device, dtype).map_err(EngineError::invalid)?;
         let files = options.source.resolve()?;
 
         let config = Config::from_file(&files.config)?;
@@ -142,14 +144,16 @@ impl Loaded {
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
                 .to_owned();
-            let model =
-                Model::new(&config, vb).map_err(|source| EngineError::Weights { dir, source })?;
+            let model = Model::new(&config, vb, attention)
+                .map_err(|source| EngineError::Weights { dir, source })?;
             (Arc::new(model), storage)
         };
-        let kernel = compute
-            .cpu_kernel
-            .map_or("candle", |isa| isa.name())
-            .to_owned();
+        let kernel = match (compute.cpu_kernel, attention) {
+            (Some(isa), _) => isa.name(),
+            (None, AttentionPath::Blocked) => "candle",
+            (None, AttentionPath::Varlen) => "candle+varlen",
+        }
+        .to_owned();
 
         let info = ModelInfo {
             model_id: options.source.model_id.clone(),

@@ -5,7 +5,8 @@
 //!    model's limits, with its [`output`] plan;
 //! 2. [`pack`] — sequences end to end in batches of at most a [`pack::TokenBudget`];
 //! 3. [`decoder`] — one forward pass per batch, each sequence's last row pooled ([`pool`]):
-//!    [`model`] on candle's ops (any device), or [`cpu_bf16`] on our bf16 CPU kernels;
+//!    [`model`] on candle's ops (any device; attention over the packed batch by [`varlen`] on
+//!    CUDA), or [`cpu_bf16`] on our bf16 CPU kernels;
 //! 4. [`output`] — Matryoshka cut, L2 normalization and [`quantize`] (the requested precision)
 //!    into one contiguous matrix.
 //!
@@ -33,6 +34,7 @@ pub mod request;
 pub mod rerank;
 pub mod source;
 pub mod tokenize;
+pub mod varlen;
 pub mod weights;
 
 pub use config::{Config, EmbeddingArchitecture};

@@ -3,7 +3,10 @@
 //! Per layer: RMSNorm → q/k/v projections → per-head RMSNorm of q and k → RoPE (rotate-half) →
 //! causal grouped-query attention inside each sequence → o_proj → residual → RMSNorm → SwiGLU MLP
 //! → residual. A final RMSNorm follows the last layer. There is no LM head: an embedding model
-//! only needs hidden states.
+//! only needs hidden states, and of the last layer only each sequence's last row.
+//!
+//! q/k/v and gate/up are each one stacked matmul. Attention over the packed batch is one
+//! [`crate::varlen`] call on CUDA, per sequence elsewhere ([`AttentionPath`]).
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
@@ -11,7 +14,8 @@ use candle_nn::{linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder
 use crate::config::Config;
 use crate::decoder::Decoder;
 use crate::pack::PackedBatch;
-use crate::pool::{self, Pooled};
+use crate::pool::Pooled;
+use crate::varlen::{self, Plan};
 
 /// Keys × queries × heads processed at once per attention block; bounds the score matrix of long
 /// inputs (32k tokens would otherwise need heads × 32k × 32k floats).
@@ -84,11 +88,96 @@ fn causal_mask(
     Tensor::from_vec(mask, (n, keys), device)
 }
 
+/// The environment variable that picks the attention path: `varlen`, `blocked` or `auto`.
+pub const ATTENTION_ENV: &str = "CANDLE_EMBED_ATTENTION";
+
+/// How attention runs over a packed batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// One call for the whole batch ([`crate::varlen`]): our CUDA kernel on GPUs, its CPU model
+    /// elsewhere (slow; for tests).
+    Varlen,
+    /// Per sequence, with candle's matmuls over blocks of query rows.
+    Blocked,
+}
+
+impl AttentionPath {
+    /// `varlen` on CUDA in f32 and bf16, `blocked` elsewhere, unless [`ATTENTION_ENV`] says.
+    pub fn choose(device: &Device, dtype: DType) -> Result<Self, String> {
+        let forced = std::env::var(ATTENTION_ENV).ok();
+        let varlen_fits = crate::varlen::supports(dtype) && (device.is_cuda() || device.is_cpu());
+        match forced.as_deref().map(str::trim) {
+            None | Some("" | "auto") => Ok(if device.is_cuda() && varlen_fits {
+                Self::Varlen
+            } else {
+                Self::Blocked
+            }),
+            Some("blocked") => Ok(Self::Blocked),
+            Some("varlen") if varlen_fits => Ok(Self::Varlen),
+            Some("varlen") => Err(format!(
+                "{ATTENTION_ENV}=varlen runs on CUDA or CPU in f32 or bf16, not {dtype:?} on \
+                 {device:?}"
+            )),
+            Some(other) => Err(format!(
+                "{ATTENTION_ENV}={other:?}: expected \"auto\", \"varlen\" or \"blocked\""
+            )),
+        }
+    }
+}
+
+/// Which query rows a layer computes: every token, or (the last layer of an embedding model,
+/// whose other rows nobody reads) each sequence's last token.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    All,
+    Last(&'a Tensor),
+}
+
+/// What every layer of one forward pass shares.
+struct Pass<'a> {
+    batch: &'a PackedBatch,
+    cos: Tensor,
+    sin: Tensor,
+    attention: AttentionPath,
+}
+
+impl Pass<'_> {
+    fn plan(&self, rows: Rows) -> Plan {
+        match rows {
+            Rows::All => Plan::all_rows(self.batch.ranges()),
+            Rows::Last(_) => Plan::last_rows(self.batch.ranges()),
+        }
+    }
+}
+
+/// A linear layer whose weight is several checkpoint matrices stacked (q, k, v or gate, up), so
+/// one matmul does the work of several.
+fn fused_linear(
+    vb: &VarBuilder,
+    names: &[&str],
+    sizes: &[usize],
+    input: usize,
+) -> candle_core::Result<Linear> {
+    let parts = names
+        .iter()
+        .zip(sizes)
+        .map(|(name, &rows)| {
+            // The same initializer as candle-nn's `linear_no_bias` where the weights are made, not
+            // read (benches' random models).
+            vb.pp(*name).get_with_hints(
+                (rows, input),
+                "weight",
+                candle_nn::init::DEFAULT_KAIMING_NORMAL,
+            )
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Linear::new(Tensor::cat(&parts, 0)?, None))
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj stacked.
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -101,10 +190,9 @@ impl Attention {
     fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         let (hidden, head_dim) = (cfg.hidden_size, cfg.head_dim());
         let (num_heads, num_kv_heads) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let (q, kv) = (num_heads * head_dim, num_kv_heads * head_dim);
         Ok(Self {
-            q_proj: linear_no_bias(hidden, num_heads * head_dim, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(hidden, num_kv_heads * head_dim, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(hidden, num_kv_heads * head_dim, vb.pp("v_proj"))?,
+            qkv_proj: fused_linear(&vb, &["q_proj", "k_proj", "v_proj"], &[q, kv, kv], hidden)?,
             o_proj: linear_no_bias(num_heads * head_dim, hidden, vb.pp("o_proj"))?,
             q_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
             k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
@@ -114,52 +202,68 @@ impl Attention {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        batch: &PackedBatch,
-    ) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, pass: &Pass, rows: Rows) -> candle_core::Result<Tensor> {
         let tokens = x.dim(0)?;
+        let (q_width, kv_width) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
+        let qkv = self.qkv_proj.forward(x)?;
+        let heads = |start, width, n| {
+            qkv.narrow(1, start, width)?
+                .reshape((tokens, n, self.head_dim))
+        };
         // (tokens, heads, head_dim)
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((tokens, self.num_heads, self.head_dim))?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
-        let q = apply_rotary(&self.q_norm.forward(&q)?, cos, sin)?;
-        let k = apply_rotary(&self.k_norm.forward(&k)?, cos, sin)?;
+        let q = heads(0, q_width, self.num_heads)?;
+        let k = heads(q_width, kv_width, self.num_kv_heads)?;
+        let v = heads(q_width + kv_width, kv_width, self.num_kv_heads)?;
+        let q = apply_rotary(&self.q_norm.forward(&q)?, &pass.cos, &pass.sin)?;
+        let k = apply_rotary(&self.k_norm.forward(&k)?, &pass.cos, &pass.sin)?;
+        let q = match rows {
+            Rows::All => q,
+            Rows::Last(last) => q.index_select(last, 0)?,
+        };
+        let q_rows = q.dim(0)?;
 
-        let per_sequence = batch
-            .ranges()
-            .map(|rows| {
-                self.attend(
-                    &q.narrow(0, rows.start, rows.len())?,
-                    &k.narrow(0, rows.start, rows.len())?,
-                    &v.narrow(0, rows.start, rows.len())?,
-                )
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        // (tokens, heads * head_dim)
-        let out =
-            Tensor::cat(&per_sequence, 0)?.reshape((tokens, self.num_heads * self.head_dim))?;
-        self.o_proj.forward(&out)
+        let out = match pass.attention {
+            AttentionPath::Varlen => varlen::attention(&q, &k, &v.contiguous()?, &pass.plan(rows))?,
+            AttentionPath::Blocked => {
+                let per_sequence = pass
+                    .batch
+                    .ranges()
+                    .enumerate()
+                    .map(|(i, seq)| {
+                        let (q, first_row) = match rows {
+                            Rows::All => (q.narrow(0, seq.start, seq.len())?, 0),
+                            Rows::Last(_) => (q.narrow(0, i, 1)?, seq.len() - 1),
+                        };
+                        self.attend(
+                            &q,
+                            &k.narrow(0, seq.start, seq.len())?,
+                            &v.narrow(0, seq.start, seq.len())?,
+                            first_row,
+                        )
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&per_sequence, 0)?
+            }
+        };
+        self.o_proj.forward(&out.reshape((q_rows, q_width))?)
     }
 
-    /// Causal attention within one sequence: q `(len, heads, d)`, k/v `(len, kv_heads, d)`.
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
-        let len = q.dim(0)?;
+    /// Causal attention within one sequence: q `(rows, heads, d)` holds the sequence's rows
+    /// `first_row..`, k/v `(len, kv_heads, d)` all of it.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        first_row: usize,
+    ) -> candle_core::Result<Tensor> {
+        let (q_len, len) = (q.dim(0)?, k.dim(0)?);
         let groups = self.num_heads / self.num_kv_heads;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        // (heads, len, d); each K/V head serves `groups` consecutive query heads.
+        // (heads, rows, d); each K/V head serves `groups` consecutive query heads.
         let q = q.transpose(0, 1)?.contiguous()?;
         let repeat = |t: &Tensor| -> candle_core::Result<Tensor> {
             t.transpose(0, 1)?
@@ -169,13 +273,14 @@ impl Attention {
         };
         let (k, v) = (repeat(k)?, repeat(v)?);
 
-        let block = (MAX_SCORE_ELEMENTS / (self.num_heads * len)).clamp(1, len);
-        let mut outputs = Vec::with_capacity(len.div_ceil(block));
-        for start in (0..len).step_by(block) {
-            let rows = start..(start + block).min(len);
+        let block = (MAX_SCORE_ELEMENTS / (self.num_heads * len)).clamp(1, q_len);
+        let mut outputs = Vec::with_capacity(q_len.div_ceil(block));
+        for start in (0..q_len).step_by(block) {
+            let local = start..(start + block).min(q_len);
+            let rows = first_row + local.start..first_row + local.end;
             // Causality: rows up to `end` never look past key `end - 1`.
             let keys = rows.end;
-            let q_blk = q.narrow(1, rows.start, rows.len())?;
+            let q_blk = q.narrow(1, local.start, local.len())?;
             let k_blk = k.narrow(1, 0, keys)?;
             let v_blk = v.narrow(1, 0, keys)?;
             // (heads, rows, keys), softmax in f32 whatever the compute dtype.
@@ -184,35 +289,36 @@ impl Attention {
             let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
             outputs.push(probs.to_dtype(v.dtype())?.matmul(&v_blk.contiguous()?)?);
         }
-        // (len, heads, d)
+        // (rows, heads, d)
         Tensor::cat(&outputs, 1)?.transpose(0, 1)
     }
 }
 
-// Field names are the checkpoint's tensor names.
-#[allow(clippy::struct_field_names)]
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj and up_proj stacked.
+    gate_up_proj: Linear,
     down_proj: Linear,
+    intermediate: usize,
 }
 
 impl Mlp {
     fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: linear_no_bias(hidden, inter, vb.pp("gate_proj"))?,
-            up_proj: linear_no_bias(hidden, inter, vb.pp("up_proj"))?,
+            gate_up_proj: fused_linear(&vb, &["gate_proj", "up_proj"], &[inter, inter], hidden)?,
             down_proj: linear_no_bias(inter, hidden, vb.pp("down_proj"))?,
+            intermediate: inter,
         })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate_up = self.gate_up_proj.forward(x)?;
+        let gate = gate_up.narrow(1, 0, self.intermediate)?.silu()?;
+        let up = gate_up.narrow(1, self.intermediate, self.intermediate)?;
+        self.down_proj.forward(&(gate * up)?)
     }
 }
 
@@ -238,17 +344,16 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        batch: &PackedBatch,
-    ) -> candle_core::Result<Tensor> {
+    /// `x` is every token's hidden state; the result holds the rows `rows` asks for.
+    fn forward(&self, x: &Tensor, pass: &Pass, rows: Rows) -> candle_core::Result<Tensor> {
         let attn = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, cos, sin, batch)?;
-        let x = (x + attn)?;
+            .forward(&self.input_layernorm.forward(x)?, pass, rows)?;
+        let residual = match rows {
+            Rows::All => x.clone(),
+            Rows::Last(last) => x.index_select(last, 0)?,
+        };
+        let x = (residual + attn)?;
         let mlp = self
             .mlp
             .forward(&self.post_attention_layernorm.forward(&x)?)?;
@@ -263,12 +368,18 @@ pub struct Model {
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     rotary: Rotary,
+    attention: AttentionPath,
     device: Device,
 }
 
 impl Model {
-    /// Builds the model from weights under `vb` (the level holding `embed_tokens`, `layers`, `norm`).
-    pub fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
+    /// Builds the model from weights under `vb` (the level holding `embed_tokens`, `layers`,
+    /// `norm`), attention as `attention` says.
+    pub fn new(
+        cfg: &Config,
+        vb: VarBuilder,
+        attention: AttentionPath,
+    ) -> candle_core::Result<Self> {
         let embed_tokens =
             candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
         let layers = (0..cfg.num_hidden_layers)
@@ -279,27 +390,39 @@ impl Model {
             layers,
             norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
             rotary: Rotary::new(cfg, vb.dtype(), vb.device())?,
+            attention,
             device: vb.device().clone(),
         })
     }
 
-    /// Final hidden states of every packed token: `(total_tokens, hidden)`.
-    pub fn hidden_states(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
+    /// The final hidden state (normed) of each sequence's last token: `(sequences, hidden)`.
+    /// The last layer computes only those rows.
+    pub fn pooled_states(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
         let ids = Tensor::new(batch.input_ids.as_slice(), &self.device)?;
         let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
+        let last = Tensor::new(batch.last_rows(), &self.device)?;
         let (cos, sin) = self.rotary.select(&positions)?;
+        let pass = Pass {
+            batch,
+            cos,
+            sin,
+            attention: self.attention,
+        };
         let mut x = self.embed_tokens.forward(&ids)?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &cos, &sin, batch)?;
+        let Some((final_layer, layers)) = self.layers.split_last() else {
+            return self.norm.forward(&x.index_select(&last, 0)?);
+        };
+        for layer in layers {
+            x = layer.forward(&x, &pass, Rows::All)?;
         }
-        self.norm.forward(&x)
+        self.norm
+            .forward(&final_layer.forward(&x, &pass, Rows::Last(&last))?)
     }
 }
 
 impl Decoder for Model {
     fn forward(&self, batch: &PackedBatch) -> crate::Result<Pooled> {
-        let hidden = self.hidden_states(batch)?;
-        Ok(Pooled::from_tensor(&pool::last_token(&hidden, batch)?)?)
+        Ok(Pooled::from_tensor(&self.pooled_states(batch)?)?)
     }
 }
 

@@ -4,8 +4,6 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::pack::PackedBatch;
-
 /// One f32 row per sequence, `width` values each, stored contiguously.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pooled {
@@ -69,12 +67,6 @@ impl Pooled {
     }
 }
 
-/// `(total_tokens, hidden)` → `(sequences, hidden)`: each sequence's last row.
-pub fn last_token(hidden: &Tensor, batch: &PackedBatch) -> candle_core::Result<Tensor> {
-    let rows = Tensor::new(batch.last_rows(), hidden.device())?;
-    hidden.index_select(&rows, 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,16 +79,5 @@ mod tests {
         all.append(&Pooled::new(vec![3.0, 4.0, 5.0, 6.0], 2));
         assert_eq!(all.rows(), 3);
         assert_eq!(all.row(2), [5.0, 6.0]);
-    }
-
-    #[test]
-    fn last_token_picks_each_sequences_last_row() {
-        let batch = PackedBatch::new(&[vec![1, 2], vec![3], vec![4, 5, 6]]);
-        let hidden = Tensor::arange(0f32, 12.0, &candle_core::Device::Cpu)
-            .unwrap()
-            .reshape((6, 2))
-            .unwrap();
-        let pooled = Pooled::from_tensor(&last_token(&hidden, &batch).unwrap()).unwrap();
-        assert_eq!(pooled.as_slice(), [2.0, 3.0, 4.0, 5.0, 10.0, 11.0]);
     }
 }

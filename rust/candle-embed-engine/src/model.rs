@@ -7,9 +7,13 @@
 //!
 //! q/k/v and gate/up are each one stacked matmul. Attention over the packed batch is one
 //! [`crate::varlen`] call on CUDA, per sequence elsewhere ([`AttentionPath`]).
+//!
+//! The matmuls run in the weights' dtype (bf16 on GPUs); the residual stream, the norms, RoPE,
+//! SiLU·up and softmax stay f32, as in the bf16 CPU path ([`crate::cpu_bf16`]), which is what
+//! keeps bf16 vectors closer to the f32 reference than transformers' all-bf16 run.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{linear_no_bias, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
+use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
 use crate::config::Config;
 use crate::decoder::Decoder;
@@ -29,13 +33,13 @@ struct Rotary {
 }
 
 impl Rotary {
-    /// The tables of [`rope_tables`], in the compute dtype.
-    fn new(cfg: &Config, dtype: DType, device: &Device) -> candle_core::Result<Self> {
+    /// The tables of [`rope_tables`], in f32 like the rest of the residual side.
+    fn new(cfg: &Config, device: &Device) -> candle_core::Result<Self> {
         let (cos, sin) = rope_tables(cfg);
         let shape = (cfg.max_position_embeddings, cfg.head_dim() / 2);
         Ok(Self {
-            cos: Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
-            sin: Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
+            cos: Tensor::from_vec(cos, shape, device)?,
+            sin: Tensor::from_vec(sin, shape, device)?,
         })
     }
 
@@ -139,46 +143,79 @@ struct Pass<'a> {
     cos: Tensor,
     sin: Tensor,
     attention: AttentionPath,
+    /// For [`AttentionPath::Varlen`]: the kernel's tasks for every row, and for the last rows.
+    plans: Option<(Plan, Plan)>,
 }
 
 impl Pass<'_> {
-    fn plan(&self, rows: Rows) -> Plan {
-        match rows {
-            Rows::All => Plan::all_rows(self.batch.ranges()),
-            Rows::Last(_) => Plan::last_rows(self.batch.ranges()),
-        }
+    fn plan(&self, rows: Rows) -> candle_core::Result<&Plan> {
+        let Some((all, last)) = &self.plans else {
+            candle_core::bail!("varlen attention without a plan");
+        };
+        Ok(match rows {
+            Rows::All => all,
+            Rows::Last(_) => last,
+        })
     }
 }
 
-/// A linear layer whose weight is several checkpoint matrices stacked (q, k, v or gate, up), so
-/// one matmul does the work of several.
-fn fused_linear(
-    vb: &VarBuilder,
-    names: &[&str],
-    sizes: &[usize],
-    input: usize,
-) -> candle_core::Result<Linear> {
-    let parts = names
-        .iter()
-        .zip(sizes)
-        .map(|(name, &rows)| {
-            // The same initializer as candle-nn's `linear_no_bias` where the weights are made, not
-            // read (benches' random models).
-            vb.pp(*name).get_with_hints(
-                (rows, input),
-                "weight",
-                candle_nn::init::DEFAULT_KAIMING_NORMAL,
-            )
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Linear::new(Tensor::cat(&parts, 0)?, None))
+/// A projection: f32 activations in and out, the matmul in the weights' dtype (bf16 on GPUs: cuBLAS
+/// bf16 inputs, f32 sums, one rounding of the result). The weight may be several checkpoint
+/// matrices stacked (q, k, v or gate, up), so one matmul does the work of several.
+#[derive(Debug, Clone)]
+struct Proj(Linear);
+
+impl Proj {
+    fn load(
+        vb: &VarBuilder,
+        names: &[&str],
+        sizes: &[usize],
+        input: usize,
+    ) -> candle_core::Result<Self> {
+        let parts = names
+            .iter()
+            .zip(sizes)
+            .map(|(name, &rows)| {
+                // candle-nn's `linear_no_bias` initializer, for weights made rather than read
+                // (the benches' random models).
+                vb.pp(*name).get_with_hints(
+                    (rows, input),
+                    "weight",
+                    candle_nn::init::DEFAULT_KAIMING_NORMAL,
+                )
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let weight = if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
+        } else {
+            Tensor::cat(&parts, 0)?
+        };
+        Ok(Self(Linear::new(weight, None)))
+    }
+
+    fn dtype(&self) -> DType {
+        self.0.weight().dtype()
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0
+            .forward(&x.to_dtype(self.dtype())?)?
+            .to_dtype(DType::F32)
+    }
+}
+
+/// An RMSNorm in f32 whatever the checkpoint's dtype, as the bf16 CPU path and the reference
+/// keep norms.
+fn norm(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<RmsNorm> {
+    let weight = vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?;
+    Ok(RmsNorm::new(weight.to_dtype(DType::F32)?, eps))
 }
 
 #[derive(Debug, Clone)]
 struct Attention {
     /// q_proj, k_proj and v_proj stacked.
-    qkv_proj: Linear,
-    o_proj: Linear,
+    qkv_proj: Proj,
+    o_proj: Proj,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
     num_heads: usize,
@@ -192,10 +229,10 @@ impl Attention {
         let (num_heads, num_kv_heads) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let (q, kv) = (num_heads * head_dim, num_kv_heads * head_dim);
         Ok(Self {
-            qkv_proj: fused_linear(&vb, &["q_proj", "k_proj", "v_proj"], &[q, kv, kv], hidden)?,
-            o_proj: linear_no_bias(num_heads * head_dim, hidden, vb.pp("o_proj"))?,
-            q_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
-            k_norm: rms_norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
+            qkv_proj: Proj::load(&vb, &["q_proj", "k_proj", "v_proj"], &[q, kv, kv], hidden)?,
+            o_proj: Proj::load(&vb, &["o_proj"], &[hidden], q)?,
+            q_norm: norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
+            k_norm: norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -223,10 +260,13 @@ impl Attention {
             Rows::All => q,
             Rows::Last(last) => q.index_select(last, 0)?,
         };
+        // Attention's matmuls take the weights' dtype, as the projections do; softmax stays f32.
+        let dtype = self.qkv_proj.dtype();
+        let (q, k, v) = (q.to_dtype(dtype)?, k.to_dtype(dtype)?, v.to_dtype(dtype)?);
         let q_rows = q.dim(0)?;
 
         let out = match pass.attention {
-            AttentionPath::Varlen => varlen::attention(&q, &k, &v.contiguous()?, &pass.plan(rows))?,
+            AttentionPath::Varlen => varlen::attention(&q, &k, &v, pass.plan(rows)?)?,
             AttentionPath::Blocked => {
                 let per_sequence = pass
                     .batch
@@ -297,8 +337,8 @@ impl Attention {
 #[derive(Debug, Clone)]
 struct Mlp {
     /// gate_proj and up_proj stacked.
-    gate_up_proj: Linear,
-    down_proj: Linear,
+    gate_up_proj: Proj,
+    down_proj: Proj,
     intermediate: usize,
 }
 
@@ -306,8 +346,8 @@ impl Mlp {
     fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_up_proj: fused_linear(&vb, &["gate_proj", "up_proj"], &[inter, inter], hidden)?,
-            down_proj: linear_no_bias(inter, hidden, vb.pp("down_proj"))?,
+            gate_up_proj: Proj::load(&vb, &["gate_proj", "up_proj"], &[inter, inter], hidden)?,
+            down_proj: Proj::load(&vb, &["down_proj"], &[hidden], inter)?,
             intermediate: inter,
         })
     }
@@ -333,9 +373,9 @@ struct DecoderLayer {
 impl DecoderLayer {
     fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
-            input_layernorm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            input_layernorm: norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
             self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
-            post_attention_layernorm: rms_norm(
+            post_attention_layernorm: norm(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
@@ -388,8 +428,8 @@ impl Model {
         Ok(Self {
             embed_tokens,
             layers,
-            norm: rms_norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
-            rotary: Rotary::new(cfg, vb.dtype(), vb.device())?,
+            norm: norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("norm"))?,
+            rotary: Rotary::new(cfg, vb.device())?,
             attention,
             device: vb.device().clone(),
         })
@@ -402,13 +442,20 @@ impl Model {
         let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
         let last = Tensor::new(batch.last_rows(), &self.device)?;
         let (cos, sin) = self.rotary.select(&positions)?;
+        let plans = (self.attention == AttentionPath::Varlen).then(|| {
+            (
+                Plan::all_rows(batch.ranges()),
+                Plan::last_rows(batch.ranges()),
+            )
+        });
         let pass = Pass {
             batch,
             cos,
             sin,
             attention: self.attention,
+            plans,
         };
-        let mut x = self.embed_tokens.forward(&ids)?;
+        let mut x = self.embed_tokens.forward(&ids)?.to_dtype(DType::F32)?;
         let Some((final_layer, layers)) = self.layers.split_last() else {
             return self.norm.forward(&x.index_select(&last, 0)?);
         };

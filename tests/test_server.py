@@ -620,15 +620,63 @@ def test_selector_config_serves_two_models(tmp_path, runner):
         srv.stop()
 
 
-def test_shutdown_finishes_accepted_requests():
+def test_shutdown_finishes_accepted_requests_and_says_503_meanwhile():
     srv = Server("-m", str(GQA), "--max-batch-tokens", "16")
     results: List[int] = []
-    slow = threading.Thread(target=lambda: results.append(post(srv, {"input": ["word " * 100] * 300, "truncate_sequence": True})[0]))
+    # ~1,500 passes of one 128-token input: seconds of work to drain.
+    body = {"input": ["word " * 100] * 1500, "truncate_sequence": True}
+    slow = threading.Thread(target=lambda: results.append(post(srv, body)[0]))
     slow.start()
     wait_in_flight(srv, 1)  # accepted and being worked on
+    srv.proc.send_signal(signal.SIGTERM)
+    # Draining: still accepting connections, answering 503 to anything new, /health included.
+    deadline = time.monotonic() + 10
+    while True:
+        status, health = request(srv, "GET", "/health")
+        if status == 503:
+            break
+        assert status == 200 and time.monotonic() < deadline, (status, health)
+        time.sleep(0.01)
+    assert "shutting down" in assert_error(status, health, 503)
+    assert "shutting down" in assert_error(*post(srv, {"input": "new"}), 503)
+    assert srv.proc.poll() is None, "the accepted request is still running"
     assert srv.stop(signal.SIGTERM) == 0
     slow.join()
     assert results == [200]
+
+
+def test_tokens_in_flight_are_bounded_with_429_and_retry_after():
+    srv = Server("-m", str(GQA), "--max-batch-tokens", "16", "--max-tokens-in-flight", "300")
+    try:
+        # Larger than the whole limit: admitted when it is alone, taking all of it.
+        big = {"input": ["word " * 100] * 400, "truncate_sequence": True}
+        status, body = post(srv, big)
+        assert status == 200 and body["usage"]["prompt_tokens"] > 300
+        # Seconds of work holding every token: a request arriving meanwhile waits its second, then
+        # gets 429.
+        slower = {"input": ["word " * 100] * 1500, "truncate_sequence": True}
+        results: List[int] = []
+        slow = threading.Thread(target=lambda: results.append(post(srv, slower)[0]))
+        slow.start()
+        wait_in_flight(srv, 1)
+        time.sleep(0.2)  # past tokenizing, into the queue
+        refused = 0
+        while slow.is_alive() and refused == 0:
+            headers: Dict[str, str] = {}
+            status, body = post(srv, {"input": "word " * 100, "truncate_sequence": True}, response_headers=headers)
+            if status == 429:
+                assert "--max-tokens-in-flight" in assert_error(status, body, 429)
+                assert int(headers["retry-after"]) >= 1
+                refused += 1
+            else:
+                assert status == 200, body
+        slow.join()
+        assert refused == 1, "no request was refused while the limit was taken"
+        assert results == [200]
+        status, _ = post(srv, {"input": "after"})
+        assert status == 200, "tokens are given back"
+    finally:
+        srv.stop()
 
 
 def test_serve_help_and_bad_flags():

@@ -75,11 +75,17 @@ impl Served {
     pub(crate) fn admit(&self) -> Result<crate::scheduler::Admission, ApiError> {
         self.scheduler
             .admit()
-            .ok_or_else(|| ApiError::overloaded(self.scheduler.max_concurrent()))
+            .ok_or_else(|| ApiError::overloaded(self.scheduler.limits().requests))
     }
 
-    /// The pooled rows of `sequences`, from this model's scheduler (batched with other requests).
+    /// The pooled rows of `sequences`, from this model's scheduler (batched with other requests);
+    /// 429 when their tokens do not fit beside the tokens already queued.
     pub(crate) async fn forward(&self, sequences: Vec<Vec<u32>>) -> Result<Pooled, ApiError> {
+        let tokens = sequences.iter().map(Vec::len).sum();
+        let _reserved =
+            self.scheduler.reserve(tokens).await.ok_or_else(|| {
+                ApiError::overloaded_tokens(tokens, self.scheduler.limits().tokens)
+            })?;
         self.scheduler
             .submit(sequences)
             .await

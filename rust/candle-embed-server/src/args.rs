@@ -46,6 +46,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 512)]
     pub max_concurrent_requests: usize,
 
+    /// Tokens of input queued or running at once per model; a request that does not fit within a
+    /// second gets 429 with Retry-After (default: 32 forward passes, 32 × --max-batch-tokens).
+    #[arg(long)]
+    pub max_tokens_in_flight: Option<usize>,
+
     /// Longest accepted input in tokens (default: the model's max_position_embeddings).
     #[arg(long)]
     pub max_input_tokens: Option<usize>,
@@ -68,6 +73,12 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--max-tokens-in-flight`, or its default.
+    pub fn tokens_in_flight(&self) -> usize {
+        self.max_tokens_in_flight
+            .unwrap_or_else(|| self.max_batch_tokens.saturating_mul(32))
+    }
+
     /// Parses `argv` (without the program name) the way the binary parses its command line.
     pub fn try_parse_args<I, S>(argv: I) -> Result<Self, clap::Error>
     where

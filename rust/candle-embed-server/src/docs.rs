@@ -74,7 +74,7 @@ fn post_operation(
             "404": error_response("Unknown model, or no model of this kind served."),
             "413": error_response("Body larger than --payload-limit."),
             "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
-            "429": error_response("Queue full (--max-concurrent-requests); see Retry-After."),
+            "429": error_response("Queue full (--max-concurrent-requests or --max-tokens-in-flight); see Retry-After."),
             "500": error_response("The model failed on a valid request."),
             "503": unavailable
         }

@@ -141,6 +141,20 @@ impl ApiError {
         .retry_in(1)
     }
 
+    /// 429: the request's tokens do not fit in the model's queue now (`--max-tokens-in-flight`).
+    pub fn overloaded_tokens(tokens: usize, limit: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("queue_full"),
+            format!(
+                "the server is busy: this request's {tokens} tokens do not fit beside those \
+                 already queued (at most {limit} in flight, --max-tokens-in-flight); retry later"
+            ),
+        )
+        .retry_in(1)
+    }
+
     /// 503: the models are still loading, or the server is shutting down.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(

@@ -153,12 +153,30 @@ fn next_batch(
     (!pieces.is_empty()).then_some(Batch { pieces, tokens })
 }
 
+/// How much one model's queue admits at once: requests, and tokens of input (what the model's
+/// time and the queue's memory are spent on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    pub requests: usize,
+    pub tokens: usize,
+}
+
 /// Handle to one model's queue; cheap to share behind an `Arc`.
 pub struct Scheduler {
     jobs: mpsc::UnboundedSender<Entry>,
     permits: Arc<Semaphore>,
-    max_concurrent: usize,
+    tokens: Arc<Semaphore>,
+    limits: AdmissionLimits,
     metrics: Arc<Metrics>,
+}
+
+/// How long a request may wait for room under `--max-tokens-in-flight` before its 429: long enough
+/// to ride out a burst, short against a client's timeout.
+pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Tokens of a request reserved in its model's queue; released when dropped (the answer sent).
+pub struct TokenReservation {
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Admission to the queue; held until the answer is sent.
@@ -180,7 +198,7 @@ impl Scheduler {
     pub fn start(
         decoder: Arc<dyn Decoder>,
         budget: TokenBudget,
-        max_concurrent: usize,
+        limits: AdmissionLimits,
         metrics: Arc<Metrics>,
         name: &str,
     ) -> std::io::Result<Self> {
@@ -196,10 +214,16 @@ impl Scheduler {
         std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || model_loop(&*decoder, &batch_requests, &thread_metrics))?;
+        // A semaphore counts at most u32::MAX permits at a time in one acquisition.
+        let limits = AdmissionLimits {
+            requests: limits.requests.max(1),
+            tokens: limits.tokens.clamp(1, u32::MAX as usize),
+        };
         Ok(Self {
             jobs,
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            max_concurrent: max_concurrent.max(1),
+            permits: Arc::new(Semaphore::new(limits.requests)),
+            tokens: Arc::new(Semaphore::new(limits.tokens)),
+            limits,
             metrics,
         })
     }
@@ -218,8 +242,22 @@ impl Scheduler {
         })
     }
 
-    pub fn max_concurrent(&self) -> usize {
-        self.max_concurrent
+    pub fn limits(&self) -> AdmissionLimits {
+        self.limits
+    }
+
+    /// Room for `tokens` more tokens in the queue, waiting up to [`ADMISSION_WAIT`] for it (in
+    /// arrival order, so a large request is not passed over for ever by small ones); `None` when
+    /// there is still no room. A request larger than the whole limit takes all of it.
+    pub async fn reserve(&self, tokens: usize) -> Option<TokenReservation> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let wanted = tokens.clamp(1, self.limits.tokens) as u32;
+        let acquire = Arc::clone(&self.tokens).acquire_many_owned(wanted);
+        if let Ok(Ok(permit)) = tokio::time::timeout(ADMISSION_WAIT, acquire).await {
+            return Some(TokenReservation { _permit: permit });
+        }
+        self.metrics.rejected_overloaded.fetch_add(1, Relaxed);
+        None
     }
 
     /// Queues tokenized inputs; the answer arrives on the returned receiver, in input order.
@@ -401,6 +439,13 @@ mod tests {
         TokenBudget::new(tokens)
     }
 
+    fn limits(requests: usize) -> AdmissionLimits {
+        AdmissionLimits {
+            requests,
+            tokens: 1 << 20,
+        }
+    }
+
     fn entry(seqs: Vec<Vec<u32>>) -> (Entry, oneshot::Receiver<BatchResult>) {
         let (tx, rx) = oneshot::channel();
         let entry = Entry {
@@ -486,7 +531,7 @@ mod tests {
             Scheduler::start(
                 Arc::clone(&fake) as Arc<dyn Decoder>,
                 budget(64),
-                1000,
+                limits(1000),
                 Arc::clone(&metrics),
                 "t",
             )
@@ -519,7 +564,7 @@ mod tests {
         let scheduler = Scheduler::start(
             Arc::clone(&fake) as Arc<dyn Decoder>,
             budget(8),
-            10,
+            limits(10),
             metrics,
             "t",
         )
@@ -536,7 +581,7 @@ mod tests {
         let scheduler = Scheduler::start(
             Arc::new(Fake::default()),
             budget(8),
-            2,
+            limits(2),
             Arc::clone(&metrics),
             "t",
         )
@@ -549,5 +594,47 @@ mod tests {
         assert!(scheduler.admit().is_some());
         assert_eq!(metrics.rejected_overloaded.load(Ordering::Relaxed), 1);
         assert_eq!(metrics.in_flight.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_in_flight_are_bounded_and_returned() {
+        let metrics = Arc::new(Metrics::default());
+        let scheduler = Scheduler::start(
+            Arc::new(Fake::default()),
+            budget(8),
+            AdmissionLimits {
+                requests: 10,
+                tokens: 100,
+            },
+            Arc::clone(&metrics),
+            "t",
+        )
+        .unwrap();
+        let sixty = scheduler.reserve(60).await.unwrap();
+        assert!(
+            scheduler.reserve(41).await.is_none(),
+            "60 + 41 passes the limit"
+        );
+        let forty = scheduler.reserve(40).await.unwrap();
+        assert!(scheduler.reserve(1).await.is_none());
+        assert_eq!(metrics.rejected_overloaded.load(Ordering::Relaxed), 2);
+        // Larger than the whole limit: it waits for the queue to empty, then takes all of it.
+        let scheduler = Arc::new(scheduler);
+        let big = tokio::spawn({
+            let scheduler = Arc::clone(&scheduler);
+            async move { scheduler.reserve(1_000).await.is_some() }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(sixty);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(forty);
+        assert!(
+            big.await.unwrap(),
+            "the large request got in once the queue emptied"
+        );
+        assert!(
+            scheduler.reserve(100).await.is_some(),
+            "its tokens came back"
+        );
     }
 }

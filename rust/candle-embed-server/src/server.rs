@@ -1,5 +1,6 @@
 //! Starting and stopping: bind, answer 503 while the models load, serve, and on Ctrl-C or SIGTERM
-//! stop accepting, finish the requests already accepted, then return.
+//! answer 503 to anything new (`/health` included) while the requests already accepted finish,
+//! then stop accepting and return.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use crate::api::{router, AppState, Served, ServedModel};
 use crate::args::ServeArgs;
 use crate::metrics::Metrics;
 use crate::models::ModelSpec;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{AdmissionLimits, Scheduler};
 
 /// Runs the server on a new tokio runtime until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -71,9 +72,12 @@ pub async fn serve(
 
     let (load_failed_tx, load_failed) = oneshot::channel::<anyhow::Error>();
     let loader_state = Arc::clone(&state);
-    let max_concurrent = args.max_concurrent_requests;
+    let limits = AdmissionLimits {
+        requests: args.max_concurrent_requests,
+        tokens: args.tokens_in_flight(),
+    };
     tokio::spawn(async move {
-        match load_models(specs, max_concurrent, &metrics).await {
+        match load_models(specs, limits, &metrics).await {
             Ok(served) => {
                 let names: Vec<_> = served.iter().map(|m| m.name.clone()).collect();
                 let _ = loader_state.models.set(served);
@@ -90,12 +94,21 @@ pub async fn serve(
     let (failure_tx, failure_rx) = oneshot::channel();
     let stop = async move {
         tokio::select! {
-            () = shutdown => tracing::info!("shutting down: finishing accepted requests"),
+            () = shutdown => {
+                tracing::info!("shutting down: finishing accepted requests");
+                stop_state.shutting_down.store(true, Ordering::SeqCst);
+                // Draining: connections are still accepted, so /health and new requests get a
+                // 503 that says so (not a refused connection) until every admitted request is
+                // answered; then axum stops accepting and waits for the handlers still running.
+                while stop_state.metrics.in_flight.load(Ordering::SeqCst) > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
             Ok(err) = load_failed => {
+                stop_state.shutting_down.store(true, Ordering::SeqCst);
                 let _ = failure_tx.send(err);
             }
         }
-        stop_state.shutting_down.store(true, Ordering::SeqCst);
     };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(stop)
@@ -110,7 +123,7 @@ pub async fn serve(
 
 async fn load_models(
     specs: Vec<ModelSpec>,
-    max_concurrent: usize,
+    limits: AdmissionLimits,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Vec<Served>> {
     let mut served = Vec::with_capacity(specs.len());
@@ -130,13 +143,7 @@ async fn load_models(
             ServedModel::Embedding(m) => (m.decoder(), m.budget()),
             ServedModel::Reranker(m) => (m.decoder(), m.budget()),
         };
-        let scheduler = Scheduler::start(
-            decoder,
-            budget,
-            max_concurrent,
-            Arc::clone(metrics),
-            &spec.name,
-        )?;
+        let scheduler = Scheduler::start(decoder, budget, limits, Arc::clone(metrics), &spec.name)?;
         served.push(Served {
             name: spec.name,
             model,

@@ -5,6 +5,7 @@ ONNX backend, in f32 and with its dynamic int8 quantization."""
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from pathlib import Path
@@ -176,9 +177,16 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+KERNELS = ("amx", "avx512bf16", "avx512", "avx2")
+
+
 def load_engine(engine: str, args):
     family, variant = engine.split("-", 1)
     if family == "candle":
+        # candle-<kernel> (amx, avx512bf16, avx512, avx2): bf16 on that kernel, forced.
+        if variant in KERNELS:
+            os.environ["CANDLE_EMBED_CPU_KERNEL"] = variant
+            variant = "bf16"
         return load_candle(args.model_dir, args, variant)
     if family == "onnx":
         return load_onnx(args.model_dir, args, variant)

@@ -3,7 +3,8 @@
 //! Per layer: RMSNorm → q/k/v projections → per-head RMSNorm of q and k → RoPE (rotate-half) →
 //! causal grouped-query attention inside each sequence → o_proj → residual → RMSNorm → SwiGLU MLP
 //! → residual. A final RMSNorm follows the last layer. There is no LM head: an embedding model
-//! only needs hidden states, and of the last layer only each sequence's last row.
+//! only needs hidden states, and of the last layer only each sequence's last row (computed alone
+//! on the varlen path).
 //!
 //! q/k/v and gate/up are each one stacked matmul. Attention over the packed batch is one
 //! [`crate::varlen`] call on CUDA, per sequence elsewhere ([`AttentionPath`]).
@@ -436,7 +437,7 @@ impl Model {
     }
 
     /// The final hidden state (normed) of each sequence's last token: `(sequences, hidden)`.
-    /// The last layer computes only those rows.
+    /// On the varlen path the last layer computes only those rows.
     pub fn pooled_states(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
         let ids = Tensor::new(batch.input_ids.as_slice(), &self.device)?;
         let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
@@ -456,14 +457,23 @@ impl Model {
             plans,
         };
         let mut x = self.embed_tokens.forward(&ids)?.to_dtype(DType::F32)?;
-        let Some((final_layer, layers)) = self.layers.split_last() else {
-            return self.norm.forward(&x.index_select(&last, 0)?);
+        // Only the varlen path skips the unpooled rows of the last layer. On the blocked path
+        // (CPU f32) candle's matmul would then see a few rows instead of the whole batch, and at
+        // such small row counts its result depends on how many there are: a vector would change
+        // with its batch in the last bit.
+        let pooled_only = self.attention == AttentionPath::Varlen;
+        let (layers, final_layer) = match self.layers.split_last() {
+            Some((last_layer, rest)) if pooled_only => (rest, Some(last_layer)),
+            _ => (self.layers.as_slice(), None),
         };
         for layer in layers {
             x = layer.forward(&x, &pass, Rows::All)?;
         }
-        self.norm
-            .forward(&final_layer.forward(&x, &pass, Rows::Last(&last))?)
+        let pooled = match final_layer {
+            Some(layer) => layer.forward(&x, &pass, Rows::Last(&last))?,
+            None => x.index_select(&last, 0)?,
+        };
+        self.norm.forward(&pooled)
     }
 }
 

@@ -143,21 +143,9 @@ struct Pass<'a> {
     batch: &'a PackedBatch,
     cos: Tensor,
     sin: Tensor,
-    attention: AttentionPath,
-    /// For [`AttentionPath::Varlen`]: the kernel's tasks for every row, and for the last rows.
-    plans: Option<(Plan, Plan)>,
-}
-
-impl Pass<'_> {
-    fn plan(&self, rows: Rows) -> candle_core::Result<&Plan> {
-        let Some((all, last)) = &self.plans else {
-            candle_core::bail!("varlen attention without a plan");
-        };
-        Ok(match rows {
-            Rows::All => all,
-            Rows::Last(_) => last,
-        })
-    }
+    /// On [`AttentionPath::Varlen`], the kernel's tasks for every row and for the last rows;
+    /// `None` on the blocked path.
+    varlen: Option<(Plan, Plan)>,
 }
 
 /// A projection: f32 activations in and out, the matmul in the weights' dtype (bf16 on GPUs: cuBLAS
@@ -186,12 +174,7 @@ impl Proj {
                 )
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let weight = if parts.len() == 1 {
-            parts.into_iter().next().expect("one part")
-        } else {
-            Tensor::cat(&parts, 0)?
-        };
-        Ok(Self(Linear::new(weight, None)))
+        Ok(Self(Linear::new(Tensor::cat(&parts, 0)?, None)))
     }
 
     fn dtype(&self) -> DType {
@@ -266,9 +249,10 @@ impl Attention {
         let (q, k, v) = (q.to_dtype(dtype)?, k.to_dtype(dtype)?, v.to_dtype(dtype)?);
         let q_rows = q.dim(0)?;
 
-        let out = match pass.attention {
-            AttentionPath::Varlen => varlen::attention(&q, &k, &v, pass.plan(rows)?)?,
-            AttentionPath::Blocked => {
+        let out = match (&pass.varlen, rows) {
+            (Some((all, _)), Rows::All) => varlen::attention(&q, &k, &v, all)?,
+            (Some((_, last)), Rows::Last(_)) => varlen::attention(&q, &k, &v, last)?,
+            (None, _) => {
                 let per_sequence = pass
                     .batch
                     .ranges()
@@ -443,7 +427,7 @@ impl Model {
         let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
         let last = Tensor::new(batch.last_rows(), &self.device)?;
         let (cos, sin) = self.rotary.select(&positions)?;
-        let plans = (self.attention == AttentionPath::Varlen).then(|| {
+        let varlen = (self.attention == AttentionPath::Varlen).then(|| {
             (
                 Plan::all_rows(batch.ranges()),
                 Plan::last_rows(batch.ranges()),
@@ -453,15 +437,14 @@ impl Model {
             batch,
             cos,
             sin,
-            attention: self.attention,
-            plans,
+            varlen,
         };
         let mut x = self.embed_tokens.forward(&ids)?.to_dtype(DType::F32)?;
         // Only the varlen path skips the unpooled rows of the last layer. On the blocked path
         // (CPU f32) candle's matmul would then see a few rows instead of the whole batch, and at
         // such small row counts its result depends on how many there are: a vector would change
         // with its batch in the last bit.
-        let pooled_only = self.attention == AttentionPath::Varlen;
+        let pooled_only = pass.varlen.is_some();
         let (layers, final_layer) = match self.layers.split_last() {
             Some((last_layer, rest)) if pooled_only => (rest, Some(last_layer)),
             _ => (self.layers.as_slice(), None),

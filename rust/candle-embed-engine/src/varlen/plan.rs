@@ -27,6 +27,8 @@ impl Task {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     tasks: Vec<Task>,
+    /// The tasks as the kernel reads them, made once: a pass runs every layer on the same plan.
+    words: Arc<[u32]>,
     /// Key rows the tasks read: one past the largest key.
     keys: usize,
 }
@@ -74,7 +76,11 @@ impl Plan {
     fn sorted(mut tasks: Vec<Task>, keys: usize) -> Self {
         // Order changes when a block runs, never what it computes.
         tasks.sort_by_key(|t| std::cmp::Reverse(t.cost()));
-        Self { tasks, keys }
+        let words = tasks
+            .iter()
+            .flat_map(|t| [t.q_row, t.rows, t.first_key, t.last_key])
+            .collect();
+        Self { tasks, words, keys }
     }
 
     pub fn tasks(&self) -> &[Task] {
@@ -83,10 +89,7 @@ impl Plan {
 
     /// The tasks as the kernel reads them: four u32 each.
     pub(crate) fn words(&self) -> Arc<[u32]> {
-        self.tasks
-            .iter()
-            .flat_map(|t| [t.q_row, t.rows, t.first_key, t.last_key])
-            .collect()
+        Arc::clone(&self.words)
     }
 
     /// Refuses a plan that would read outside `q_rows` query rows or `tokens` keys, or leave a

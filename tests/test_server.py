@@ -645,36 +645,16 @@ def test_shutdown_finishes_accepted_requests_and_says_503_meanwhile():
     assert results == [200]
 
 
-def test_tokens_in_flight_are_bounded_with_429_and_retry_after():
+def test_a_request_larger_than_the_token_limit_runs_alone():
+    # The 429 side (room waited for in arrival order, then refused) is timing-dependent over HTTP;
+    # scheduler.rs's tokens_in_flight_are_bounded_and_returned tests it deterministically.
     srv = Server("-m", str(GQA), "--max-batch-tokens", "16", "--max-tokens-in-flight", "300")
     try:
-        # Larger than the whole limit: admitted when it is alone, taking all of it.
         big = {"input": ["word " * 100] * 400, "truncate_sequence": True}
         status, body = post(srv, big)
         assert status == 200 and body["usage"]["prompt_tokens"] > 300
-        # Seconds of work holding every token: a request arriving meanwhile waits its second, then
-        # gets 429.
-        slower = {"input": ["word " * 100] * 1500, "truncate_sequence": True}
-        results: List[int] = []
-        slow = threading.Thread(target=lambda: results.append(post(srv, slower)[0]))
-        slow.start()
-        wait_in_flight(srv, 1)
-        time.sleep(0.2)  # past tokenizing, into the queue
-        refused = 0
-        while slow.is_alive() and refused == 0:
-            headers: Dict[str, str] = {}
-            status, body = post(srv, {"input": "word " * 100, "truncate_sequence": True}, response_headers=headers)
-            if status == 429:
-                assert "--max-tokens-in-flight" in assert_error(status, body, 429)
-                assert int(headers["retry-after"]) >= 1
-                refused += 1
-            else:
-                assert status == 200, body
-        slow.join()
-        assert refused == 1, "no request was refused while the limit was taken"
-        assert results == [200]
         status, _ = post(srv, {"input": "after"})
-        assert status == 200, "tokens are given back"
+        assert status == 200, "its tokens are given back"
     finally:
         srv.stop()
 

@@ -8,7 +8,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # The same list as pyproject's `test` extra (kept here so the wheel is built only once).
 .venv/bin/python -m pip install -q "maturin>=1.7,<2" numpy "pytest>=7" "tokenizers>=0.20" openai \
-    "pyarrow>=14" "tqdm>=4.60" "ray[data]>=2.9"
+    "pyarrow>=14" "tqdm>=4.60" "ray[data]>=2.9" "schemathesis>=4.3,<5"
 
 rm -rf dist
 .venv/bin/maturin build --release -o dist

@@ -72,9 +72,10 @@ fn post_operation(
             "200": json_response(ok, reference(schemas.1)),
             "400": error_response(bad),
             "404": error_response("Unknown model, or no model of this kind served."),
+            "408": error_response("The body did not arrive within --body-timeout; the connection is closed."),
             "413": error_response("Body larger than --payload-limit."),
             "415": error_response("A Content-Encoding other than identity (send the body uncompressed)."),
-            "429": error_response("Queue full (--max-concurrent-requests or --max-tokens-in-flight); see Retry-After."),
+            "429": error_response("Queue full (--max-concurrent-requests, --max-tokens-in-flight or --max-body-bytes-in-flight); see Retry-After."),
             "500": error_response("The model failed on a valid request."),
             "503": unavailable
         }
@@ -103,9 +104,83 @@ fn score_operation(unavailable: &Value) -> Value {
     )
 }
 
+/// What the loaded models accept, so that the document promises no more than the server does.
+/// `None` in [`openapi`] while the models load (every route then answers 503).
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    /// Served names of the embedding models, in order.
+    pub embedding: Vec<String>,
+    /// Served names of the rerankers, in order.
+    pub rerankers: Vec<String>,
+    /// Every `prompt_name` some embedding model defines.
+    pub prompt_names: Vec<String>,
+}
+
+impl Catalog {
+    /// The `model` field of a route that serves `ours`: with one such model any name picks it
+    /// (clients copy names from other servers' docs) except a name of the other kind; with
+    /// several, one of their names, or "default" / "" / null for the first.
+    fn model_field(ours: &[String], others: &[String], description: &Value) -> Value {
+        let mut field = json!({"type": "string", "nullable": true, "description": description});
+        if ours.len() > 1 {
+            let mut names: Vec<Value> = ours.iter().map(|n| json!(n)).collect();
+            names.extend([json!("default"), json!(""), Value::Null]);
+            field["enum"] = Value::Array(names);
+        } else if !others.is_empty() {
+            field["not"] = json!({"enum": others});
+        }
+        field
+    }
+}
+
+/// At most `max` documents, or pairs, per rerank or score request (--max-client-batch-size).
+fn bound_rerank_lists(document: &mut Value, max: usize) {
+    let schemas = &mut document["components"]["schemas"];
+    schemas["RerankRequest"]["properties"]["documents"]["maxItems"] = max.into();
+    for text in ["text_1", "text_2"] {
+        for shape in schemas["ScoreRequest"]["properties"][text]["anyOf"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .filter(|shape| shape["type"] == "array")
+        {
+            shape["maxItems"] = max.into();
+        }
+    }
+}
+
+/// Narrows the request schemas to what `catalog`'s models accept and drops the routes of a kind
+/// no model serves (they would only answer 404).
+fn narrow_to(document: &mut Value, catalog: &Catalog) {
+    let schemas = &mut document["components"]["schemas"];
+    for (schema, ours, others) in [
+        ("EmbeddingsRequest", &catalog.embedding, &catalog.rerankers),
+        ("RerankRequest", &catalog.rerankers, &catalog.embedding),
+        ("ScoreRequest", &catalog.rerankers, &catalog.embedding),
+    ] {
+        let model = &mut schemas[schema]["properties"]["model"];
+        *model = Catalog::model_field(ours, others, &model["description"].clone());
+    }
+    let prompt = &mut schemas["EmbeddingsRequest"]["properties"]["prompt_name"];
+    let mut names: Vec<Value> = catalog.prompt_names.iter().map(|n| json!(n)).collect();
+    names.push(Value::Null);
+    prompt["enum"] = Value::Array(names);
+    let paths = document["paths"]
+        .as_object_mut()
+        .expect("paths is an object");
+    if catalog.embedding.is_empty() {
+        paths.remove("/v1/embeddings");
+    }
+    if catalog.rerankers.is_empty() {
+        for path in ["/v1/rerank", "/rerank", "/v1/score", "/score"] {
+            paths.remove(path);
+        }
+    }
+}
+
 /// The OpenAPI 3.0 description of every route, as this server runs: requests bounded by
-/// `bounds`, bearer security when `auth`.
-pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
+/// `bounds` and narrowed to `catalog`'s models, bearer security when `auth`.
+pub fn openapi(bounds: &SchemaBounds, catalog: Option<&Catalog>, auth: bool) -> Value {
     let mut generator = SchemaSettings::openapi3()
         .with(|s| s.inline_subschemas = true)
         .into_generator();
@@ -194,6 +269,13 @@ pub fn openapi(bounds: &SchemaBounds, auth: bool) -> Value {
         document["components"]["securitySchemes"] =
             json!({"bearer": {"type": "http", "scheme": "bearer"}});
     }
+    if let Some(max) = bounds.max_inputs {
+        bound_rerank_lists(&mut document, max);
+    }
+    if let Some(catalog) = catalog {
+        narrow_to(&mut document, catalog);
+    }
+    request::admit_null_in_nullable_enums(&mut document["components"]["schemas"]);
     document
 }
 
@@ -253,7 +335,7 @@ mod tests {
 
     #[test]
     fn the_body_is_the_engine_request_plus_http_fields() {
-        let doc = openapi(&bounds(), false);
+        let doc = openapi(&bounds(), None, false);
         let body = &doc["components"]["schemas"]["EmbeddingsRequest"];
         let engine = request::schema(&bounds());
         for (field, schema) in engine["properties"].as_object().unwrap() {
@@ -267,18 +349,54 @@ mod tests {
         }
         assert_eq!(
             body["properties"]["encoding_format"]["enum"],
-            json!(["float", "base64"])
+            json!(["float", "base64", null])
+        );
+    }
+
+    #[test]
+    fn routes_and_names_follow_the_models_served() {
+        let catalog = Catalog {
+            embedding: vec!["e".into()],
+            rerankers: vec![],
+            prompt_names: vec!["query".into()],
+        };
+        let doc = openapi(&bounds(), Some(&catalog), false);
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.contains_key("/v1/embeddings"));
+        assert!(!paths.contains_key("/v1/rerank") && !paths.contains_key("/score"));
+        let props = &doc["components"]["schemas"]["EmbeddingsRequest"]["properties"];
+        assert_eq!(props["prompt_name"]["enum"], json!(["query", null]));
+        assert!(props["model"].get("enum").is_none() && props["model"].get("not").is_none());
+
+        let both = Catalog {
+            embedding: vec!["e1".into(), "e2".into()],
+            rerankers: vec!["r".into()],
+            prompt_names: vec![],
+        };
+        let doc = openapi(&bounds(), Some(&both), false);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["EmbeddingsRequest"]["properties"]["model"]["enum"],
+            json!(["e1", "e2", "default", "", null])
+        );
+        assert_eq!(
+            schemas["ScoreRequest"]["properties"]["model"]["not"],
+            json!({"enum": ["e1", "e2"]})
+        );
+        assert_eq!(
+            schemas["EmbeddingsRequest"]["properties"]["prompt_name"]["enum"],
+            json!([null])
         );
     }
 
     #[test]
     fn security_only_with_a_key() {
-        let open = openapi(&bounds(), false);
+        let open = openapi(&bounds(), None, false);
         assert!(open["components"].get("securitySchemes").is_none());
         assert!(open["paths"]["/v1/embeddings"]["post"]
             .get("security")
             .is_none());
-        let keyed = openapi(&bounds(), true);
+        let keyed = openapi(&bounds(), None, true);
         assert!(keyed["components"]["securitySchemes"]["bearer"].is_object());
         for path in ["/v1/embeddings", "/v1/models"] {
             let op = keyed["paths"][path]

@@ -29,6 +29,7 @@ pub struct ModelField {
 /// vLLM's score body: `text_1` (a query, or one per pair) against `text_2` (a document or a
 /// list): one query against every document, or pairs by position when both are lists of one
 /// length.
+// OpenAPI cannot state the length rule; tests/schemathesis_hooks.py applies it to drawn bodies.
 #[derive(Deserialize, JsonSchema)]
 pub struct ScoreBody {
     /// Served model name; "default" (or absent) picks the first reranker.
@@ -45,7 +46,7 @@ pub struct ScoreBody {
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
-    Many(Vec<String>),
+    Many(#[schemars(length(min = 1))] Vec<String>),
 }
 
 impl OneOrMany {

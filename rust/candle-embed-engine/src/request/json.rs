@@ -264,7 +264,63 @@ pub fn schema(bounds: &SchemaBounds) -> serde_json::Value {
         props["input"]["oneOf"][1]["maxItems"] = max.into();
         props["input"]["oneOf"][3]["maxItems"] = max.into();
     }
+    schema["allOf"] = cross_field_rules();
+    admit_null_in_nullable_enums(&mut schema);
     schema
+}
+
+/// OpenAPI 3.0 reads `nullable` as allowing null only where an `enum` lists it; our parsers take
+/// null (an absent field) for every nullable field, so every such enum in `schema` gets null.
+pub fn admit_null_in_nullable_enums(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(object) => {
+            let nullable = object.get("nullable") == Some(&Value::Bool(true));
+            if let (true, Some(Value::Array(values))) = (nullable, object.get_mut("enum")) {
+                if !values.contains(&Value::Null) {
+                    values.push(Value::Null);
+                }
+            }
+            object.values_mut().for_each(admit_null_in_nullable_enums);
+        }
+        Value::Array(items) => items.iter_mut().for_each(admit_null_in_nullable_enums),
+        _ => {}
+    }
+}
+
+/// The rules of [`EmbeddingRequest::check_options`] that tie two fields together, as far as
+/// OpenAPI 3.0 can say them: not both `instruction` and `prompt_name`; `ranges` exactly with
+/// precision "int8" or "uint8". (That both rows have one length, the vectors' dimensions, with
+/// min ≤ max, it cannot say; the field's description does.)
+fn cross_field_rules() -> serde_json::Value {
+    let quantized: Vec<&str> = Precision::ALL
+        .iter()
+        .filter(|p| p.needs_ranges())
+        .map(|p| p.as_str())
+        .collect();
+    let mut others: Vec<serde_json::Value> = Precision::ALL
+        .iter()
+        .filter(|p| !p.needs_ranges())
+        .map(|p| p.as_str().into())
+        .collect();
+    others.push(serde_json::Value::Null);
+    let (instruction, prompt_name, precision, ranges) = (
+        Field::Instruction.name(),
+        Field::PromptName.name(),
+        Field::Precision.name(),
+        Field::Ranges.name(),
+    );
+    serde_json::json!([
+        {"not": {
+            "required": [instruction, prompt_name],
+            "properties": {instruction: {"type": "string"}, prompt_name: {"type": "string"}}
+        }},
+        {"anyOf": [
+            {"required": [precision, ranges],
+             "properties": {precision: {"enum": quantized}, ranges: {"type": "array"}}},
+            {"properties": {precision: {"enum": others}, ranges: {"enum": [null]}}}
+        ]}
+    ])
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@ mod json;
 
 pub use builder::EmbeddingRequestBuilder;
 pub(crate) use json::null_as_default as null_is_default;
+pub use json::{admit_null_in_nullable_enums, schema, SchemaBounds, INPUT_SHAPES};
 use json::{
     always_false, always_true, float32, input_schema, null_as_default, null_as_true, right,
     token_limit_schema,
 };
-pub use json::{schema, SchemaBounds, INPUT_SHAPES};
 
 /// What to embed: text or token ids, one or many.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

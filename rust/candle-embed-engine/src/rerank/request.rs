@@ -23,10 +23,11 @@ pub struct RerankRequest {
     pub instruction: Option<String>,
     /// Return only the best `top_n` results (all when absent).
     #[serde(default, deserialize_with = "null_is_default")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = u64::MAX))]
     pub top_n: Option<usize>,
     /// Echo each result's document text.
     #[serde(default, deserialize_with = "null_is_default")]
+    #[schemars(extend("nullable" = true))]
     pub return_documents: bool,
 }
 

@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::body::{self, ApiJson, EncodingFormat, PayloadLimit};
+use crate::body::{self, ApiJson, BodyBudget, BodyRules, EncodingFormat};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
@@ -113,6 +113,9 @@ pub struct AppState {
     pub api_key: Option<String>,
     pub max_client_batch_size: usize,
     pub payload_limit: usize,
+    pub body_timeout: std::time::Duration,
+    /// Bytes of bodies held at once, every route together.
+    pub body_budget: BodyBudget,
     pub max_batch_tokens: usize,
     pub max_concurrent_requests: usize,
     pub metrics: Arc<Metrics>,
@@ -130,6 +133,8 @@ impl AppState {
             api_key: args.api_key.clone().filter(|k| !k.is_empty()),
             max_client_batch_size: args.max_client_batch_size,
             payload_limit: args.payload_limit,
+            body_timeout: args.body_timeout(),
+            body_budget: BodyBudget::new(args.body_bytes_in_flight()),
             max_batch_tokens: args.max_batch_tokens,
             max_concurrent_requests: args.max_concurrent_requests,
             metrics,
@@ -242,6 +247,30 @@ async fn require_api_key(
     Ok(next.run(request).await)
 }
 
+/// Holds a POST body's bytes (as declared, or the payload limit when sent chunked) in the body
+/// budget until its answer is ready; 429 when they do not fit within the admission wait.
+async fn reserve_body_bytes(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if request.method() != axum::http::Method::POST {
+        return Ok(next.run(request).await);
+    }
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let bytes = declared.map_or(state.payload_limit, |n| n.min(state.payload_limit));
+    let _held = state
+        .body_budget
+        .reserve(bytes)
+        .await
+        .ok_or_else(|| ApiError::overloaded_bytes(bytes, state.body_budget.limit()))?;
+    Ok(next.run(request).await)
+}
+
 async fn record_metrics(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -252,9 +281,10 @@ async fn record_metrics(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    request
-        .extensions_mut()
-        .insert(PayloadLimit(state.payload_limit));
+    request.extensions_mut().insert(BodyRules {
+        limit: state.payload_limit,
+        timeout: state.body_timeout,
+    });
     let response = next.run(request).await;
     state
         .metrics
@@ -271,6 +301,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rerank", post(crate::rerank::rerank))
         .route("/v1/score", post(crate::rerank::score))
         .route("/score", post(crate::rerank::score))
+        // The key is checked first (the outer layer), so only callers with it hold body bytes.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            reserve_body_bytes,
+        ))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_api_key,
@@ -497,7 +532,28 @@ async fn openapi(State(state): State<Arc<AppState>>) -> Json<Value> {
         limits,
         max_inputs: Some(state.max_client_batch_size),
     };
-    Json(crate::docs::openapi(&bounds, state.api_key.is_some()))
+    let catalog = state.models.get().map(|models| {
+        let mut catalog = crate::docs::Catalog::default();
+        for served in models {
+            match &served.model {
+                ServedModel::Embedding(embedder) => {
+                    catalog.embedding.push(served.name.clone());
+                    for name in &embedder.info().prompt_names {
+                        if !catalog.prompt_names.contains(name) {
+                            catalog.prompt_names.push(name.clone());
+                        }
+                    }
+                }
+                ServedModel::Reranker(_) => catalog.rerankers.push(served.name.clone()),
+            }
+        }
+        catalog
+    });
+    Json(crate::docs::openapi(
+        &bounds,
+        catalog.as_ref(),
+        state.api_key.is_some(),
+    ))
 }
 
 async fn docs() -> Html<&'static str> {

@@ -63,6 +63,28 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = DEFAULT_PAYLOAD_LIMIT)]
     pub payload_limit: usize,
 
+    /// Bytes of request bodies read or being read at once (all models); a request whose body
+    /// does not fit within a second gets 429 with Retry-After (default: 32 × --payload-limit).
+    #[arg(long)]
+    pub max_body_bytes_in_flight: Option<usize>,
+
+    /// Open connections at once; more wait in the listen backlog until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds a request head may take to arrive, from its first byte; slower connections are
+    /// closed.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    pub header_timeout: f64,
+
+    /// Seconds a request body may take to arrive, from the end of its head; slower ones get 408.
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    pub body_timeout: f64,
+
+    /// Seconds a connection may stay open with no request running and no bytes moving.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    pub keep_alive_timeout: f64,
+
     /// auto, f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
@@ -72,7 +94,41 @@ pub struct ServeArgs {
     pub device: String,
 }
 
+/// A timeout flag: a positive, finite number of seconds (at most a day).
+fn seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, got {text:?}"))?;
+    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+        Ok(value)
+    } else {
+        Err(format!(
+            "expected seconds above 0 and at most 86400, got {text}"
+        ))
+    }
+}
+
 impl ServeArgs {
+    /// `--max-body-bytes-in-flight`, or its default.
+    pub fn body_bytes_in_flight(&self) -> usize {
+        self.max_body_bytes_in_flight
+            .unwrap_or_else(|| self.payload_limit.saturating_mul(32))
+    }
+
+    /// The connection flags.
+    pub fn connection_limits(&self) -> crate::connections::ConnectionLimits {
+        crate::connections::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: std::time::Duration::from_secs_f64(self.header_timeout),
+            keep_alive_timeout: std::time::Duration::from_secs_f64(self.keep_alive_timeout),
+        }
+    }
+
+    /// `--body-timeout`.
+    pub fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.body_timeout)
+    }
+
     /// `--max-tokens-in-flight`, or its default.
     pub fn tokens_in_flight(&self) -> usize {
         self.max_tokens_in_flight
@@ -102,6 +158,28 @@ mod tests {
         assert_eq!(args.max_client_batch_size, 2048);
         assert_eq!(args.payload_limit, DEFAULT_PAYLOAD_LIMIT);
         assert_eq!(args.max_batch_tokens, DEFAULT_MAX_BATCH_TOKENS);
+        assert_eq!(args.body_bytes_in_flight(), 32 * DEFAULT_PAYLOAD_LIMIT);
+        let limits = args.connection_limits();
+        assert_eq!(limits.header_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(
+            limits.keep_alive_timeout,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(args.body_timeout(), std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        for bad in ["0", "-1", "nan", "inf", "1e9", "soon"] {
+            let flag = format!("--body-timeout={bad}");
+            let err = ServeArgs::try_parse_args(["-m", "m", flag.as_str()]).unwrap_err();
+            assert!(err.to_string().contains("seconds"), "{bad}: {err}");
+        }
+        let args = ServeArgs::try_parse_args(["-m", "m", "--header-timeout", "0.5"]).unwrap();
+        assert_eq!(
+            args.connection_limits().header_timeout,
+            std::time::Duration::from_millis(500)
+        );
     }
 
     #[test]

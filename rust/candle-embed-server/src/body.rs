@@ -6,6 +6,7 @@
 //! typed part is then deserialized from the same object, and a type error names the field it
 //! is in (`param`) from the parser's own path, never from the message's wording.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,6 +18,7 @@ use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -247,9 +249,54 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError>
 /// A JSON object body read under the server's payload limit; see the module docs.
 pub struct ApiJson(pub Value);
 
-/// The `--payload-limit` in force, put in the request's extensions by the router.
+/// The `--payload-limit` and `--body-timeout` in force, put in the request's extensions by the
+/// router.
 #[derive(Clone, Copy, Debug)]
-pub struct PayloadLimit(pub usize);
+pub struct BodyRules {
+    pub limit: usize,
+    pub timeout: Duration,
+}
+
+impl Default for BodyRules {
+    fn default() -> Self {
+        Self {
+            limit: crate::args::DEFAULT_PAYLOAD_LIMIT,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Bytes of request bodies held at once, read or being read (`--max-body-bytes-in-flight`):
+/// memory that tokens in flight do not count, since a body is read before it is tokenized.
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Self {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            bytes: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Holds `bytes` (or the whole budget, for a body larger than it: such a body is read
+    /// alone) until the permit drops; `None` when they are not free within the admission wait.
+    pub async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let wanted = u32::try_from(bytes.clamp(1, self.limit)).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(&self.bytes).acquire_many_owned(wanted);
+        tokio::time::timeout(crate::scheduler::ADMISSION_WAIT, acquire)
+            .await
+            .ok()?
+            .ok()
+    }
+}
 
 impl ApiJson {
     /// Parses a body's bytes: valid JSON, an object, no key twice.
@@ -285,10 +332,12 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let limit = req
+        let rules = req
             .extensions()
-            .get::<PayloadLimit>()
-            .map_or(crate::args::DEFAULT_PAYLOAD_LIMIT, |l| l.0);
+            .get::<BodyRules>()
+            .copied()
+            .unwrap_or_default();
+        let limit = rules.limit;
         // A compressed body would reach the JSON parser as bytes it cannot read; say why instead.
         if let Some(encoding) = req.headers().get(axum::http::header::CONTENT_ENCODING) {
             let encoding = encoding.to_str().unwrap_or("(not text)").trim();
@@ -304,7 +353,11 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
         if declared.is_some_and(|len| len > (limit + DRAIN_CAP) as u64) {
             return Err(ApiError::payload_too_large(limit));
         }
-        let bytes = read_limited(req.into_body(), limit).await?;
+        // A client that stops sending (or declared more than it sends) gets a 408 and the
+        // connection is closed; its unread rest could not be told from the next request.
+        let bytes = tokio::time::timeout(rules.timeout, read_limited(req.into_body(), limit))
+            .await
+            .map_err(|_| ApiError::body_timeout(rules.timeout))??;
         Self::parse(&bytes)
     }
 }

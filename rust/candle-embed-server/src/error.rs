@@ -30,6 +30,8 @@ pub struct ApiError {
     pub body: ErrorBody,
     /// Seconds for the `Retry-After` header.
     pub retry_after: Option<u32>,
+    /// Answer with `Connection: close` (the request's bytes were not all read).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -50,6 +52,7 @@ impl ApiError {
                 },
             },
             retry_after: None,
+            close: false,
         }
     }
 
@@ -155,6 +158,38 @@ impl ApiError {
         .retry_in(1)
     }
 
+    /// 429: the request's body does not fit beside the bodies already held
+    /// (`--max-body-bytes-in-flight`).
+    pub fn overloaded_bytes(bytes: usize, limit: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("queue_full"),
+            format!(
+                "the server is busy: this request's body ({bytes} bytes) does not fit beside the \
+                 bodies already held (at most {limit} bytes, --max-body-bytes-in-flight); retry \
+                 later"
+            ),
+        )
+        .retry_in(1)
+    }
+
+    /// 408: the body did not arrive within `--body-timeout`; the connection is closed.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        let mut error = Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("request_timeout"),
+            format!(
+                "the request body did not arrive within {:.1} s (--body-timeout); the \
+                 connection is closed",
+                timeout.as_secs_f64()
+            ),
+        );
+        error.close = true;
+        error
+    }
+
     /// 503: the models are still loading, or the server is shutting down.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
@@ -225,6 +260,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        if self.close {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
         }
         response
     }

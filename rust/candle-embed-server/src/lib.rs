@@ -6,6 +6,7 @@
 mod api;
 mod args;
 mod body;
+mod connections;
 mod docs;
 mod error;
 mod metrics;
@@ -16,6 +17,7 @@ mod server;
 
 pub use args::ServeArgs;
 pub use body::{EmbeddingsBody, EncodingFormat};
+pub use connections::ConnectionLimits;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use metrics::Metrics;
 pub use models::ModelSpec;

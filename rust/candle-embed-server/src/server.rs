@@ -1,6 +1,6 @@
 //! Starting and stopping: bind, answer 503 while the models load, serve, and on Ctrl-C or SIGTERM
 //! answer 503 to anything new (`/health` included) while the requests already accepted finish,
-//! then stop accepting and return.
+//! then stop accepting, close the connections and return.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +17,9 @@ use crate::args::ServeArgs;
 use crate::metrics::Metrics;
 use crate::models::ModelSpec;
 use crate::scheduler::{AdmissionLimits, Scheduler};
+
+/// How long connections may take to close once every admitted request is answered.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the server on a new tokio runtime until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -110,10 +113,14 @@ pub async fn serve(
             }
         }
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
-        .context("serving HTTP")?;
+    crate::connections::serve(
+        listener,
+        router(state),
+        args.connection_limits(),
+        stop,
+        SHUTDOWN_GRACE,
+    )
+    .await;
     if let Ok(err) = failure_rx.await {
         return Err(err);
     }

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub rejected_overloaded: AtomicU64,
     /// Requests admitted and not yet answered (a gauge).
     pub in_flight: AtomicU64,
+    /// Answers of any route and status, for noticing activity.
+    pub answered: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -123,6 +125,7 @@ impl Default for Metrics {
             cancelled: AtomicU64::new(0),
             rejected_overloaded: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
         }
     }
 }
@@ -136,6 +139,7 @@ impl Metrics {
             .entry((route.to_owned(), status))
             .or_default() += 1;
         self.request_duration.observe_duration(elapsed);
+        self.answered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text format.

@@ -23,8 +23,13 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the server on a new tokio runtime until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    keep_large_buffers_out_of_the_heap();
+    // Blocking work is CPU work (tokenizing, model loading): more threads than cores would only
+    // take turns, and each keeps its stack and a malloc arena after a burst.
+    let cores = std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads((2 * cores).max(4))
         .thread_name("candle-embed-http")
         .build()
         .context("starting the tokio runtime")?;
@@ -92,6 +97,7 @@ pub async fn serve(
         }
     });
 
+    tokio::spawn(return_memory_when_idle(Arc::clone(&state.metrics)));
     tracing::info!("listening on http://{local} (models loading)");
     let stop_state = Arc::clone(&state);
     let (failure_tx, failure_rx) = oneshot::channel();
@@ -126,6 +132,39 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Request bodies and their texts run to megabytes. glibc serves allocations that large from
+/// mmap (returned to the system on free) only up to a threshold that it raises each time such a
+/// block is freed; after one burst they would come from the heap and stay there. Pinning the
+/// threshold at 256 KiB keeps them out. (A no-op elsewhere.)
+#[allow(unsafe_code)]
+fn keep_large_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tuning parameter; called before the runtime starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
+/// glibc keeps what a burst of large bodies freed in its per-thread arenas, so RSS would stay at
+/// the burst's level; once a second, if requests were answered since the last look and none is
+/// running now, the free pages go back to the system. (A no-op elsewhere.)
+#[allow(unsafe_code)]
+async fn return_memory_when_idle(metrics: Arc<Metrics>) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let answered = metrics.answered.load(Ordering::Relaxed);
+        if answered != seen && metrics.in_flight.load(Ordering::SeqCst) == 0 {
+            seen = answered;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only walks glibc's own arenas under their locks.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
 }
 
 async fn load_models(

@@ -8,6 +8,9 @@ use serde::Deserialize;
 use crate::error::{EngineError, Result};
 use crate::weights::WeightReader;
 
+/// The longest context a config may declare: 2^20 positions, 32× Qwen3's.
+pub const MAX_POSITIONS: usize = 1 << 20;
+
 /// RoPE settings in the newer `rope_parameters` form.
 #[derive(Clone, Debug, Deserialize)]
 pub struct RopeParameters {
@@ -100,6 +103,7 @@ impl Config {
         }
     }
 
+    /// The checks a config must pass before anything is sized from it.
     fn validate(&self) -> std::result::Result<(), String> {
         if !self.is_qwen3() {
             return Err(format!(
@@ -149,6 +153,14 @@ impl Config {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
+        }
+        // RoPE's tables hold a row per position, so a hostile length would be an allocation
+        // the process cannot survive; Qwen3 checkpoints declare 32,768 or 40,960.
+        if self.max_position_embeddings > MAX_POSITIONS {
+            return Err(format!(
+                "max_position_embeddings {} is beyond what candle-embed runs (at most {MAX_POSITIONS})",
+                self.max_position_embeddings
+            ));
         }
         if !self
             .num_attention_heads

@@ -456,4 +456,105 @@ mod tests {
         assert_eq!(err.body.error.param.as_deref(), Some("input"));
         assert!(err.body.error.message.contains("more than once"));
     }
+
+    /// xorshift64*, for drawing bodies without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A JSON value built from the request's own field names and the values that trip parsers:
+    /// nesting, huge and negative numbers, floats where ints go, odd strings.
+    fn draw(rng: &mut Rng, depth: u32) -> Value {
+        const KEYS: [&str; 14] = [
+            "input",
+            "model",
+            "dimensions",
+            "encoding_format",
+            "normalize",
+            "truncate_sequence",
+            "truncate_prompt_tokens",
+            "truncation_side",
+            "instruction",
+            "prompt_name",
+            "precision",
+            "ranges",
+            "user",
+            "",
+        ];
+        let leaf = |rng: &mut Rng| match rng.below(9) {
+            0 => Value::Null,
+            1 => json!(rng.below(2) == 0),
+            2 => json!(rng.below(2048)),
+            3 => json!(-(rng.below(1 << 40) as i64)),
+            4 => json!(u64::MAX),
+            5 => json!(f64::from_bits(rng.next() & 0x7fef_ffff_ffff_ffff)),
+            6 => json!(""),
+            7 => json!(
+                ["float", "base64", "left", "right", "int8", "query", "\u{0}", "💥"]
+                    [rng.below(8) as usize]
+            ),
+            _ => json!("word ".repeat(rng.below(40) as usize)),
+        };
+        if depth == 0 || rng.below(3) == 0 {
+            return leaf(rng);
+        }
+        match rng.below(2) {
+            0 => Value::Array((0..rng.below(5)).map(|_| draw(rng, depth - 1)).collect()),
+            _ => Value::Object(
+                (0..rng.below(6))
+                    .map(|_| {
+                        let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_owned();
+                        (key, draw(rng, depth - 1))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn drawn_bodies_parse_or_get_a_400_never_a_panic() {
+        let mut rng = Rng(0x00b0_d1e5);
+        let mut accepted = 0;
+        for round in 0..20_000 {
+            let mut body = draw(&mut rng, 4);
+            if round % 2 == 0 {
+                // Half of them are objects with an input, to reach the typed fields.
+                let input = draw(&mut rng, 2);
+                if let Value::Object(map) = &mut body {
+                    map.insert("input".into(), input);
+                } else {
+                    body = json!({ "input": input });
+                }
+            }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            match ApiJson::parse(&bytes).and_then(|ApiJson(v)| Embeddings::parse(v)) {
+                Ok(parsed) => {
+                    accepted += 1;
+                    // What parses also passes or fails the engine's own checks, without a panic.
+                    let _ = parsed.request.check();
+                }
+                Err(err) => assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{body}"),
+            }
+            // The same bytes cut anywhere are refused, not a panic.
+            let cut = rng.below(bytes.len() as u64) as usize;
+            if let Ok(ApiJson(v)) = ApiJson::parse(&bytes[..cut]) {
+                let _ = Embeddings::parse(v);
+            }
+        }
+        assert!(
+            accepted > 100,
+            "the drawing reached the typed fields {accepted} times"
+        );
+    }
 }

@@ -107,6 +107,20 @@ def test_negative_token_id(inputs, where):
     says(err, where, "not a valid token id", ">= 0")
 
 
+@pytest.mark.parametrize(("inputs", "where"), [([True], "input[0]"), ([[1, False]], "input[0][1]")], ids=["flat", "batch"])
+def test_bool_is_not_a_token_id(inputs, where):
+    # bool is an int subclass in Python; HTTP refuses `true` as a token id, and so does Python.
+    with pytest.raises(TypeError) as err:
+        EmbeddingRequest(input=inputs)
+    says(err, f"{where} is a bool", "int token id")
+
+
+def test_token_id_beyond_64_bits_is_named_by_value():
+    with pytest.raises(ValueError) as err:
+        EmbeddingRequest(input=[2**64])
+    says(err, f"input[0] = {2**64}", "not a valid token id")
+
+
 def test_token_id_beyond_32_bits():
     with pytest.raises(ValueError) as err:
         EmbeddingRequest(input=[1, 2**40])

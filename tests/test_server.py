@@ -385,6 +385,13 @@ def test_compressed_bodies_are_refused_with_415(server):
     assert status == 200
 
 
+def test_booleans_are_not_token_ids_over_http_either(server):
+    for body in ({"input": [True]}, {"input": [[1, False]]}):
+        status, answer = post(server, body)
+        message = assert_error(status, answer, 400, "input")
+        assert "bool" in message or "boolean" in message, message
+
+
 def test_content_type_is_not_required(server, runner):
     raw = json.dumps({"input": "hello"}).encode()
     for ctype in (None, "application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8"):

@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -166,8 +166,10 @@ def test_connections_beyond_the_cap_wait_for_a_free_slot(tmp_path):
             sock.close()
         worker.join(60)
         assert result.get("status") == 200, result
-        # Served only once a holder's slot was free.
-        assert result["at"] >= min(closed_at) - 0.05, (result, closed_at)
+        # Served only once a holder's slot was free: without the cap it would have been answered
+        # about 0.7 s before the holders were closed; 0.3 s allows for the two client threads
+        # noticing at different moments.
+        assert result["at"] >= min(closed_at) - 0.3, (result, closed_at)
     finally:
         srv.stop()
 

@@ -20,14 +20,12 @@ import http.client
 import json
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from live_server import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "models" / "gqa-bf16"
@@ -45,32 +43,6 @@ def make_requests(n: int, per_request: int, seed: int, max_words: int) -> list[l
         [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, max_words))) for _ in range(per_request)]
         for _ in range(n)
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
-    script = Path(sys.executable).parent / "candle-embed"
-    cmd = [str(script), "serve", "-m", model, "-p", str(port), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not become healthy")
 
 
 def http_run(port: int, requests: list[list[str]], clients: int) -> dict:
@@ -145,16 +117,11 @@ def main() -> None:
     results: dict = {"model": args.model, "requests": args.requests, "texts_per_request": args.texts_per_request,
                      "cpus": os.cpu_count(), "max_batch_tokens": args.max_batch_tokens, "runs": {}}
 
-    port = free_port()
-    proc = start_server(args.model, port, ["--max-batch-tokens", str(args.max_batch_tokens),
-                                           "--max-concurrent-requests", "4096"])
-    try:
+    with live_server(args.model, "--max-batch-tokens", str(args.max_batch_tokens),
+                     "--max-concurrent-requests", "4096") as (_, port):
         http_run(port, requests[: min(8, len(requests))], 1)  # warm-up
         for c in clients:
             results["runs"][f"http, {c} clients"] = http_run(port, requests, c)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
 
     runner = Runner(which=Which.Embedding(model_id=args.model), max_batch_tokens=args.max_batch_tokens)
     runner_run(runner, requests[: min(8, len(requests))], 1)  # warm-up

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from live_server import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,19 +47,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "tests" / "fixtures" / "models" / "gqa-bf16"))
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "candle_embed.cli", "serve", "-m", args.model, "-p", str(port),
-                               "--max-concurrent-requests", str(args.clients * 2)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with live_server(args.model, "--max-concurrent-requests", str(args.clients * 2)) as (server, port):
         words = " ".join(f"w{i % 977}" for i in range(390_000))  # ~2 MB, no truncation point near
         cold = status_kb(server.pid, "VmRSS")
         # Idle as a server that has answered: one short request of each kind first (thread pools
@@ -87,9 +74,6 @@ def main() -> None:
                    "after_1s_rss_mb": round(after_1s / 1024, 1), "after_12s_rss_mb": round(after_12s / 1024, 1),
                    "after_vs_idle": round(after_12s / idle, 3), **results}
         print(json.dumps(figures, indent=1))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

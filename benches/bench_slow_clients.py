@@ -12,11 +12,11 @@ import argparse
 import http.client
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
+
+from live_server import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,21 +46,7 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "candle_embed.cli", "serve", "-m", args.model, "-p", str(port),
-                               "--header-timeout", "5", "--body-timeout", "5"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    with live_server(args.model, "--header-timeout", "5", "--body-timeout", "5") as (_, port):
         alone = latencies(port, args.seconds)
         closed = []
         stop = threading.Event()
@@ -80,7 +66,8 @@ def main() -> None:
                         time.sleep(0.5)
             except OSError:
                 pass
-            closed.append((kind, time.monotonic() - started))
+            # Ended before the bench stopped it: the server closed it.
+            closed.append((kind, time.monotonic() - started, not stop.is_set()))
             sock.close()
 
         threads = [threading.Thread(target=slow, args=(kind,), daemon=True)
@@ -96,13 +83,11 @@ def main() -> None:
             "slow_connections": 2 * args.slow, "header_timeout_s": 5, "body_timeout_s": 5,
             "alone": {"requests": len(alone), "p50_ms": pct(alone, 0.5), "p99_ms": pct(alone, 0.99)},
             "beside_slow": {"requests": len(beside), "p50_ms": pct(beside, 0.5), "p99_ms": pct(beside, 0.99)},
-            "closed_by_server": {kind: sum(1 for k, t in closed if k == kind and t < args.seconds) for kind in ("head", "body")},
-            "longest_slow_connection_s": round(max((t for _, t in closed), default=0), 2),
+            "closed_by_server": {kind: sum(1 for k, _, by_server in closed if k == kind and by_server)
+                                 for kind in ("head", "body")},
+            "longest_slow_connection_s": round(max((t for _, t, _ in closed), default=0), 2),
         }
         print(json.dumps(report, indent=1))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

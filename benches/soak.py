@@ -23,7 +23,6 @@ import http.client
 import json
 import random
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from live_server import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ATOL = 1e-5
@@ -243,21 +244,7 @@ def main() -> int:
     args = parser.parse_args()
 
     expected = Expected(args.model)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "candle_embed.cli", "serve", "-m", args.model, "-p", str(port),
-                               "--max-connections", str(4 * args.clients)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    with live_server(args.model, "--max-connections", str(4 * args.clients)) as (server, port):
         stats = Stats()
         started = time.monotonic()
         deadline = started + args.minutes * 60
@@ -274,9 +261,6 @@ def main() -> int:
         for client in clients:
             client.join(timeout=180)
         alive = server.poll() is None
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
     latencies = sorted(stats.latencies)
     warm = [(t, mb) for t, mb in rss if t >= 0.3 * args.minutes * 60] or rss

@@ -4,7 +4,8 @@
 //! load succeeds, embedding a text) must end in `Ok` or an `Err` that names the file; never a
 //! panic, and never an abort from an allocation sized by a hostile number.
 //!
-//! The mutations come from a fixed-seed generator, so a failure names a case that reproduces.
+//! The mutations come from fixed-seed generators (fastrand), so a failure names a case that
+//! reproduces.
 
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,22 +18,6 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/models/gqa-bf16"
 );
-
-/// xorshift64*: enough randomness for choosing offsets, without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// A copy of the fixture model in a temporary directory.
 fn copy_of_fixture() -> tempfile::TempDir {
@@ -127,7 +112,7 @@ fn safetensors_cut_short_or_altered_are_refused_or_harmless() {
     let original = fs::read(&path).unwrap();
     let header_len =
         usize::try_from(u64::from_le_bytes(original[..8].try_into().unwrap())).unwrap();
-    let mut rng = Rng(0x5eed_0001);
+    let mut rng = fastrand::Rng::with_seed(1);
     let mut cuts = vec![
         0,
         1,
@@ -138,7 +123,7 @@ fn safetensors_cut_short_or_altered_are_refused_or_harmless() {
         8 + header_len,
         original.len() - 1,
     ];
-    cuts.extend((0..24).map(|_| rng.below(original.len())));
+    cuts.extend((0..24).map(|_| rng.usize(..original.len())));
     for cut in cuts {
         fs::write(&path, &original[..cut]).unwrap();
         let err = load_and_embed(dir.path(), &format!("model.safetensors cut at {cut}"))
@@ -156,13 +141,13 @@ fn safetensors_cut_short_or_altered_are_refused_or_harmless() {
     for round in 0..48 {
         let mut bytes = original.clone();
         let in_header = round % 2 == 0;
-        for _ in 0..=rng.below(4) {
+        for _ in 0..=rng.usize(..4) {
             let at = if in_header {
-                8 + rng.below(header_len)
+                8 + rng.usize(..header_len)
             } else {
-                8 + header_len + rng.below(original.len() - 8 - header_len)
+                8 + header_len + rng.usize(..original.len() - 8 - header_len)
             };
-            bytes[at] = (rng.next() & 0xff) as u8;
+            bytes[at] = rng.u8(..);
         }
         fs::write(&path, &bytes).unwrap();
         let where_ = if in_header { "header" } else { "data" };
@@ -178,9 +163,9 @@ fn tokenizer_json_cut_short_or_with_sections_replaced_is_refused_or_harmless() {
     let dir = copy_of_fixture();
     let path = dir.path().join("tokenizer.json");
     let original = fs::read(&path).unwrap();
-    let mut rng = Rng(0x5eed_0002);
+    let mut rng = fastrand::Rng::with_seed(2);
     for _ in 0..16 {
-        let cut = rng.below(original.len());
+        let cut = rng.usize(..original.len());
         fs::write(&path, &original[..cut]).unwrap();
         load_and_embed(dir.path(), &format!("tokenizer.json cut at {cut}"))
             .expect_err("a cut tokenizer.json must be refused");

@@ -457,25 +457,9 @@ mod tests {
         assert!(err.body.error.message.contains("more than once"));
     }
 
-    /// xorshift64*, for drawing bodies without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// A JSON value built from the request's own field names and the values that trip parsers:
     /// nesting, huge and negative numbers, floats where ints go, odd strings.
-    fn draw(rng: &mut Rng, depth: u32) -> Value {
+    fn draw(rng: &mut fastrand::Rng, depth: u32) -> Value {
         const KEYS: [&str; 14] = [
             "input",
             "model",
@@ -492,29 +476,29 @@ mod tests {
             "user",
             "",
         ];
-        let leaf = |rng: &mut Rng| match rng.below(9) {
+        let leaf = |rng: &mut fastrand::Rng| match rng.u8(..9) {
             0 => Value::Null,
-            1 => json!(rng.below(2) == 0),
-            2 => json!(rng.below(2048)),
-            3 => json!(-(rng.below(1 << 40) as i64)),
+            1 => json!(rng.bool()),
+            2 => json!(rng.u32(..2048)),
+            3 => json!(-rng.i64(..1 << 40)),
             4 => json!(u64::MAX),
-            5 => json!(f64::from_bits(rng.next() & 0x7fef_ffff_ffff_ffff)),
+            5 => json!(f64::from_bits(rng.u64(..0x7ff0_0000_0000_0000))),
             6 => json!(""),
             7 => json!(
                 ["float", "base64", "left", "right", "int8", "query", "\u{0}", "💥"]
-                    [rng.below(8) as usize]
+                    [rng.usize(..8)]
             ),
-            _ => json!("word ".repeat(rng.below(40) as usize)),
+            _ => json!("word ".repeat(rng.usize(..40))),
         };
-        if depth == 0 || rng.below(3) == 0 {
+        if depth == 0 || rng.u8(..3) == 0 {
             return leaf(rng);
         }
-        match rng.below(2) {
-            0 => Value::Array((0..rng.below(5)).map(|_| draw(rng, depth - 1)).collect()),
+        match rng.u8(..2) {
+            0 => Value::Array((0..rng.usize(..5)).map(|_| draw(rng, depth - 1)).collect()),
             _ => Value::Object(
-                (0..rng.below(6))
+                (0..rng.usize(..6))
                     .map(|_| {
-                        let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_owned();
+                        let key = KEYS[rng.usize(..KEYS.len())].to_owned();
                         (key, draw(rng, depth - 1))
                     })
                     .collect(),
@@ -524,7 +508,7 @@ mod tests {
 
     #[test]
     fn drawn_bodies_parse_or_get_a_400_never_a_panic() {
-        let mut rng = Rng(0x00b0_d1e5);
+        let mut rng = fastrand::Rng::with_seed(0x00b0_d1e5);
         let mut accepted = 0;
         for round in 0..20_000 {
             let mut body = draw(&mut rng, 4);
@@ -547,7 +531,7 @@ mod tests {
                 Err(err) => assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{body}"),
             }
             // The same bytes cut anywhere are refused, not a panic.
-            let cut = rng.below(bytes.len() as u64) as usize;
+            let cut = rng.usize(..bytes.len());
             if let Ok(ApiJson(v)) = ApiJson::parse(&bytes[..cut]) {
                 let _ = Embeddings::parse(v);
             }

@@ -426,10 +426,20 @@ mod tests {
             props["input"]["oneOf"][3]["items"]["items"]["maximum"],
             1023
         );
+        // Nullable, so null is listed: OpenAPI 3.0 would otherwise read null as refused.
         assert_eq!(
             props["truncation_side"]["enum"],
-            serde_json::json!(["right", "left"])
+            serde_json::json!(["right", "left", null])
         );
         assert_eq!(doc["required"], serde_json::json!(["input"]));
+        let rules = doc["allOf"].as_array().unwrap();
+        assert_eq!(
+            rules[0]["not"]["required"],
+            serde_json::json!(["instruction", "prompt_name"])
+        );
+        assert_eq!(
+            rules[1]["anyOf"][0]["properties"]["precision"]["enum"],
+            serde_json::json!(["int8", "uint8"])
+        );
     }
 }

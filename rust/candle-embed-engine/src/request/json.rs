@@ -76,6 +76,23 @@ impl Item {
 /// A token id: an integer in `0..2^32`.
 struct TokenId;
 
+/// Why a JSON number that is not a u64 or i64 is no token id: too large for 64 bits (serde
+/// reads it as a float) or a fraction. Said as Python says it of the same value.
+fn float_is_no_token_id(v: f64) -> String {
+    if v.fract() != 0.0 || !v.is_finite() {
+        format!("{v} is a fraction, expected an integer token id")
+    } else if v < 0.0 {
+        format!("{v:.0} is not a valid token id (ids are >= 0)")
+    } else {
+        format!("{v:.0} is not a valid token id (ids are below the model's vocabulary size)")
+    }
+}
+
+/// A JSON boolean where a token id or text goes (Python refuses `True` the same way).
+fn bool_is_no_token_id(v: bool) -> String {
+    format!("{v} is a boolean, expected an integer token id or a string")
+}
+
 impl Visitor<'_> for TokenId {
     type Value = u32;
 
@@ -95,6 +112,14 @@ impl Visitor<'_> for TokenId {
                 "{v} is not a valid token id (ids are >= 0)"
             ))),
         }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<u32, E> {
+        Err(E::custom(float_is_no_token_id(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<u32, E> {
+        Err(E::custom(bool_is_no_token_id(v)))
     }
 }
 
@@ -122,6 +147,14 @@ impl<'de> Deserialize<'de> for Item {
 
             fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Item, E> {
                 TokenId.visit_i64(v).map(Item::Id)
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Item, E> {
+                Err(E::custom(float_is_no_token_id(v)))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<Item, E> {
+                Err(E::custom(bool_is_no_token_id(v)))
             }
 
             fn visit_seq<A: SeqAccess<'de>>(
@@ -362,7 +395,20 @@ mod tests {
             (r#"{"input": [-4]}"#, "-4 is not a valid token id"),
             (r#"{"input": [4294967296]}"#, "above the vocabulary size"),
             (r#"{"input": [[1], ["a"]]}"#, "expected a token id"),
-            (r#"{"input": [true]}"#, "invalid type: boolean"),
+            (
+                r#"{"input": [true]}"#,
+                "true is a boolean, expected an integer token id",
+            ),
+            (r#"{"input": [[1, false]]}"#, "false is a boolean"),
+            (r#"{"input": [1.5]}"#, "1.5 is a fraction"),
+            (
+                r#"{"input": [-18446744073709551616]}"#,
+                "-18446744073709551616 is not a valid token id (ids are >= 0)",
+            ),
+            (
+                r#"{"input": [18446744073709551616]}"#,
+                "18446744073709551616 is not a valid token id",
+            ),
             (r#"{"input": null}"#, "invalid type: null"),
         ] {
             let err = parse(body).unwrap_err();

@@ -257,12 +257,8 @@ async fn reserve_body_bytes(
     if request.method() != axum::http::Method::POST {
         return Ok(next.run(request).await);
     }
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let bytes = declared.map_or(state.payload_limit, |n| n.min(state.payload_limit));
+    let bytes = body::declared_length(request.headers())
+        .map_or(state.payload_limit, |n| n.min(state.payload_limit));
     let _held = state
         .body_budget
         .reserve(bytes)

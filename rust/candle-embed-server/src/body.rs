@@ -246,6 +246,14 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError>
     }
 }
 
+/// The body length a request's `Content-Length` declares, if it gives a number.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<usize> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A JSON object body read under the server's payload limit; see the module docs.
 pub struct ApiJson(pub Value);
 
@@ -289,12 +297,7 @@ impl BodyBudget {
     /// Holds `bytes` (or the whole budget, for a body larger than it: such a body is read
     /// alone) until the permit drops; `None` when they are not free within the admission wait.
     pub async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let wanted = u32::try_from(bytes.clamp(1, self.limit)).unwrap_or(u32::MAX);
-        let acquire = Arc::clone(&self.bytes).acquire_many_owned(wanted);
-        tokio::time::timeout(crate::scheduler::ADMISSION_WAIT, acquire)
-            .await
-            .ok()?
-            .ok()
+        crate::scheduler::reserve_within(&self.bytes, bytes, self.limit).await
     }
 }
 
@@ -345,12 +348,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
                 return Err(ApiError::unsupported_encoding(encoding));
             }
         }
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > (limit + DRAIN_CAP) as u64) {
+        if declared_length(req.headers()).is_some_and(|len| len > limit.saturating_add(DRAIN_CAP)) {
             return Err(ApiError::payload_too_large(limit));
         }
         // A client that stops sending (or declared more than it sends) gets a 408 and the

@@ -174,6 +174,22 @@ pub struct Scheduler {
 /// to ride out a burst, short against a client's timeout.
 pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// `amount` permits of a budget of `limit` (all of it, for an amount above the limit), waiting up
+/// to [`ADMISSION_WAIT`] in arrival order; `None` when they are not free by then. Tokens in flight
+/// and body bytes in flight are both budgets of this kind.
+pub(crate) async fn reserve_within(
+    budget: &Arc<Semaphore>,
+    amount: usize,
+    limit: usize,
+) -> Option<OwnedSemaphorePermit> {
+    let wanted = u32::try_from(amount.clamp(1, limit.max(1))).unwrap_or(u32::MAX);
+    let acquire = Arc::clone(budget).acquire_many_owned(wanted);
+    tokio::time::timeout(ADMISSION_WAIT, acquire)
+        .await
+        .ok()?
+        .ok()
+}
+
 /// Tokens of a request reserved in its model's queue; released when dropped (the answer sent).
 pub struct TokenReservation {
     _permit: OwnedSemaphorePermit,
@@ -251,9 +267,7 @@ impl Scheduler {
     /// there is still no room. A request larger than the whole limit takes all of it.
     pub async fn reserve(&self, tokens: usize) -> Option<TokenReservation> {
         use std::sync::atomic::Ordering::Relaxed;
-        let wanted = tokens.clamp(1, self.limits.tokens) as u32;
-        let acquire = Arc::clone(&self.tokens).acquire_many_owned(wanted);
-        if let Ok(Ok(permit)) = tokio::time::timeout(ADMISSION_WAIT, acquire).await {
+        if let Some(permit) = reserve_within(&self.tokens, tokens, self.limits.tokens).await {
             return Some(TokenReservation { _permit: permit });
         }
         self.metrics.rejected_overloaded.fetch_add(1, Relaxed);

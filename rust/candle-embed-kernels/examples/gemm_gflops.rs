@@ -1,6 +1,8 @@
 //! Best-of-N GFLOP/s of the bf16 GEMM at the 0.6B shapes, for quick tuning runs, with candle's
 //! f32 matmul (the f32 path's GEMM) on the same problem beside it (criterion's
-//! `benches/kernels.rs` is the reference benchmark).
+//! `benches/kernels.rs` is the reference benchmark). The `cold` rows run small batches over
+//! 256 MiB of distinct copies of the weight, as a forward pass meets its layers: from memory,
+//! not from the last-level cache, and add the weight bytes read per second.
 //!
 //!     cargo run --release -p candle-embed-kernels --example gemm_gflops [amx|avx512bf16|avx512|avx2|reference]
 //!
@@ -66,6 +68,35 @@ fn main() -> candle_core::Result<()> {
         }
         println!("{name:8} {isa:>10} {ours}  GFLOP/s");
         println!("{name:8} {:>10} {theirs}  GFLOP/s", "candle f32");
+
+        let copies: Vec<PackedWeight> = (0..(256 << 20) / (2 * n * k))
+            .map(|c| {
+                let w: Vec<bf16> = w_bf
+                    .iter()
+                    .map(|&v| v * bf16::from_f32(1.0 + c as f32 / 1024.0))
+                    .collect();
+                PackedWeight::new(&w, n, k)
+            })
+            .collect();
+        let mut cold = String::new();
+        for m in [1, 16, 64] {
+            let a = BfMatrix::from_f32(&vec![0.25; m * k], m, k);
+            let mut c = candle_embed_kernels::AlignedVec::<f32>::zeroed(m * n);
+            let t = best_of(1, || {
+                for w in &copies {
+                    gemm(isa, &a, w, &mut c, n, false);
+                }
+            }) / copies.len() as f64;
+            let (flops, bytes) = (2.0 * (m * n * k) as f64, (2 * n * k) as f64);
+            write!(
+                cold,
+                "  M={m}: {:4.0} ({:4.1} GB/s)",
+                flops / t / 1e9,
+                bytes / t / 1e9
+            )
+            .unwrap();
+        }
+        println!("{name:8} {:>10} {cold}  GFLOP/s", "cold");
     }
     Ok(())
 }

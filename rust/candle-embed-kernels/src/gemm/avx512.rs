@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::Sink;
+use super::{stream_ahead, Sink};
 use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::PackedWeight;
 
@@ -35,6 +35,7 @@ pub(super) unsafe fn rows(
         let cols = (n - nb * BLOCK).min(BLOCK);
         for r in rows.clone().step_by(MAX_ROWS) {
             let count = MAX_ROWS.min(rows.end - r);
+            let stream = r == rows.start;
             // SAFETY: AVX512-BF16 was checked by the caller; rows r..r+count of A and of the
             // sink exist, and the masked stores keep to `cols` columns.
             unsafe {
@@ -42,11 +43,13 @@ pub(super) unsafe fn rows(
                 if let Sink::F32 { c, ldc, accumulate } = sink {
                     let c_ptr = c.add(r * ldc + nb * BLOCK);
                     block(
-                        count, a_ptr, lda, panel, k_blocks, c_ptr, ldc, cols, accumulate,
+                        count, stream, a_ptr, lda, panel, k_blocks, c_ptr, ldc, cols, accumulate,
                     );
                 } else {
                     let s = scratch.as_mut_ptr();
-                    block(count, a_ptr, lda, panel, k_blocks, s, BLOCK, BLOCK, false);
+                    block(
+                        count, stream, a_ptr, lda, panel, k_blocks, s, BLOCK, BLOCK, false,
+                    );
                     sink.finish(&scratch, r, nb, count, cols);
                 }
             }
@@ -57,7 +60,8 @@ pub(super) unsafe fn rows(
 /// Most rows one call handles.
 const MAX_ROWS: usize = 8;
 
-/// `C[rows, cols] (+)= A[rows, K] · panel` for `rows ≤ 8`, `cols ≤ 32` valid columns.
+/// `C[rows, cols] (+)= A[rows, K] · panel` for `rows ≤ 8`, `cols ≤ 32` valid columns; `stream`
+/// on the panel's first pass ([`super::stream_ahead`]).
 ///
 /// # Safety
 /// The CPU has AVX512F/BW/BF16. `a` points at `rows` rows of `k_blocks · 32` bf16, `lda` apart;
@@ -65,6 +69,7 @@ const MAX_ROWS: usize = 8;
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn block(
     rows: usize,
+    stream: bool,
     a: *const bf16,
     lda: usize,
     panel: *const bf16,
@@ -77,14 +82,14 @@ unsafe fn block(
     // SAFETY: forwarded from this function's contract; `ROWS` equals `rows`.
     unsafe {
         match rows {
-            1 => rows_block::<1>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
-            2 => rows_block::<2>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
-            3 => rows_block::<3>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
-            4 => rows_block::<4>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
-            5 => rows_block::<5>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
-            6 => rows_block::<6>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
-            7 => rows_block::<7>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
-            8 => rows_block::<8>(a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            1 => rows_block::<1>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            2 => rows_block::<2>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            3 => rows_block::<3>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            4 => rows_block::<4>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            5 => rows_block::<5>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            6 => rows_block::<6>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            7 => rows_block::<7>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
+            8 => rows_block::<8>(stream, a, lda, panel, k_blocks, c, ldc, cols, accumulate),
             _ => unreachable!("avx512 block of {rows} rows"),
         }
     }
@@ -93,6 +98,7 @@ unsafe fn block(
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_block<const ROWS: usize>(
+    stream: bool,
     a: *const bf16,
     lda: usize,
     panel: *const bf16,
@@ -108,6 +114,9 @@ unsafe fn rows_block<const ROWS: usize>(
         unsafe {
             let b = panel.add(kb * BLOCK_ELEMS);
             for pair in 0..16 {
+                if stream {
+                    stream_ahead(b, pair);
+                }
                 let b0 = as_bh(_mm512_loadu_si512(b.add(pair * 32).cast()));
                 let b1 = as_bh(_mm512_loadu_si512(b.add(TILE_ELEMS + pair * 32).cast()));
                 for (m, acc) in acc.iter_mut().enumerate() {

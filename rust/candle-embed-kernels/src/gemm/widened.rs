@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::Sink;
+use super::{stream_ahead, Sink};
 use crate::aligned::AlignedVec;
 use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
@@ -141,22 +141,24 @@ unsafe fn panel<V: Lanes>(
         // The word of column `col` in a block's first pair.
         let b = (col / 16) * TILE_ELEMS + (col % 16) * 2;
         for r in (0..rows).step_by(V::ROWS) {
+            // The panel's first pass streams it in; the others find it in cache.
+            let stream = first == 0 && r == 0;
             // SAFETY: rows r..r + count and this group's columns lie inside the operands.
             unsafe {
                 let (a, b, p) = (a.add(r * lda), panel.add(b), out.add(r * 32 + col));
                 match V::ROWS.min(rows - r) {
-                    1 => block::<V, 1>(a, lda, b, k_blocks, p),
-                    2 => block::<V, 2>(a, lda, b, k_blocks, p),
-                    3 => block::<V, 3>(a, lda, b, k_blocks, p),
-                    4 => block::<V, 4>(a, lda, b, k_blocks, p),
-                    5 => block::<V, 5>(a, lda, b, k_blocks, p),
-                    6 => block::<V, 6>(a, lda, b, k_blocks, p),
-                    7 => block::<V, 7>(a, lda, b, k_blocks, p),
-                    8 => block::<V, 8>(a, lda, b, k_blocks, p),
-                    9 => block::<V, 9>(a, lda, b, k_blocks, p),
-                    10 => block::<V, 10>(a, lda, b, k_blocks, p),
-                    11 => block::<V, 11>(a, lda, b, k_blocks, p),
-                    _ => block::<V, 12>(a, lda, b, k_blocks, p),
+                    1 => block::<V, 1>(stream, a, lda, b, k_blocks, p),
+                    2 => block::<V, 2>(stream, a, lda, b, k_blocks, p),
+                    3 => block::<V, 3>(stream, a, lda, b, k_blocks, p),
+                    4 => block::<V, 4>(stream, a, lda, b, k_blocks, p),
+                    5 => block::<V, 5>(stream, a, lda, b, k_blocks, p),
+                    6 => block::<V, 6>(stream, a, lda, b, k_blocks, p),
+                    7 => block::<V, 7>(stream, a, lda, b, k_blocks, p),
+                    8 => block::<V, 8>(stream, a, lda, b, k_blocks, p),
+                    9 => block::<V, 9>(stream, a, lda, b, k_blocks, p),
+                    10 => block::<V, 10>(stream, a, lda, b, k_blocks, p),
+                    11 => block::<V, 11>(stream, a, lda, b, k_blocks, p),
+                    _ => block::<V, 12>(stream, a, lda, b, k_blocks, p),
                 }
             }
         }
@@ -165,9 +167,11 @@ unsafe fn panel<V: Lanes>(
 
 /// `R` rows against two column-vectors over `blocks` K blocks: the vectors' words start at `b`
 /// (blocks `BLOCK_ELEMS` apart, the second vector `LANES` columns on), the sums go to `p`
-/// (rows 32 apart).
+/// (rows 32 apart). With `stream`, `b` is the panel's start and the loop requests the panel's
+/// lines ahead of itself ([`super::stream_ahead`]).
 #[inline(always)]
 unsafe fn block<V: Lanes, const R: usize>(
+    stream: bool,
     a: *const f32,
     lda: usize,
     b: *const bf16,
@@ -187,6 +191,9 @@ unsafe fn block<V: Lanes, const R: usize>(
             let b = b.add(kb * BLOCK_ELEMS);
             let a = a.add(kb * 32);
             for pair in 0..16 {
+                if stream {
+                    stream_ahead(b, pair);
+                }
                 let (even0, odd0) = V::pairs(b.add(pair * 32));
                 let (even1, odd1) = V::pairs(b.add(pair * 32 + next));
                 for (m, acc) in acc.iter_mut().enumerate() {

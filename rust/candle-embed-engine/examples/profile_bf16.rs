@@ -1,11 +1,14 @@
 //! Where the bf16 CPU forward pass spends its time: GEMM, attention, the rest, on packed batches
 //! shaped like the end-to-end benchmark's corpus (log-normal lengths around a median of 60
-//! tokens, 5 to 500, batches of at most 8192 tokens). Token ids are random: speed does not
-//! depend on them. The decoder's `gemm` and `attention` tracing spans are timed by a small
-//! layer here; the production path carries no timers.
+//! tokens, 5 to 500, batches of at most 8192 tokens), or with `--query L` on one L-token
+//! sequence forwarded alone, again and again (a short query's latency, set beside the time to
+//! read the layers' bf16 weights once). Token ids are random: speed does not depend on them.
+//! The decoder's `gemm` and `attention` tracing spans are timed by a small layer here; the
+//! production path carries no timers.
 //!
 //!     python3 scripts/make_bench_model.py
 //!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random [sequences]
+//!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random --query 16
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,23 +48,14 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for &'static Span
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let times: &'static SpanTimes = Box::leak(Box::default());
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times))?;
+/// What to run: the mixed corpus of `sequences` texts, or one `query`-token text alone.
+enum Workload {
+    Corpus { sequences: usize },
+    Query { tokens: usize },
+}
 
-    let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(
-        args.next()
-            .unwrap_or_else(|| "bench-out/qwen3-0.6b-random".into()),
-    );
-    let count: usize = args.next().map_or(Ok(256), |n| n.parse())?;
-    let isa = match candle_embed_kernels::isa::select().map_err(anyhow::Error::msg)? {
-        candle_embed_kernels::Selection::Bf16(isa) => isa,
-        candle_embed_kernels::Selection::None => anyhow::bail!("no bf16 kernel on this CPU"),
-    };
-    let cfg = Config::from_file(&dir.join("config.json"))?;
-    let model = Model::new(&cfg, &WeightReader::open(&local_files(&dir)?)?, isa)?;
-
+/// The workload's token ids, its batches and how many times they run.
+fn inputs(workload: &Workload) -> (Vec<Vec<u32>>, Vec<std::ops::Range<usize>>, usize) {
     // Deterministic lengths: exp(N(ln 60, 0.8)) by Box-Muller over a 64-bit LCG.
     let mut state = 42u64;
     let mut uniform = || {
@@ -70,23 +64,65 @@ fn main() -> anyhow::Result<()> {
             .wrapping_add(1_442_695_040_888_963_407);
         ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
-    let sequences: Vec<Vec<u32>> = (0..count)
-        .map(|_| {
-            let normal = (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
-            let len = (60.0 * (0.8 * normal).exp()).round().clamp(5.0, 500.0) as usize;
-            (0..len).map(|_| (uniform() * 150_000.0) as u32).collect()
-        })
-        .collect();
-    let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
-    let tokens: usize = lengths.iter().sum();
+    match *workload {
+        Workload::Corpus { sequences } => {
+            let sequences: Vec<Vec<u32>> = (0..sequences)
+                .map(|_| {
+                    let normal =
+                        (-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
+                    let len = (60.0 * (0.8 * normal).exp()).round().clamp(5.0, 500.0) as usize;
+                    (0..len).map(|_| (uniform() * 150_000.0) as u32).collect()
+                })
+                .collect();
+            let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+            let batches = TokenBudget::new(8192).plan(&lengths);
+            (sequences, batches, 1)
+        }
+        Workload::Query { tokens } => {
+            let one = (0..tokens)
+                .map(|_| (uniform() * 150_000.0) as u32)
+                .collect();
+            (vec![one], std::iter::once(0..1).collect(), 30)
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let times: &'static SpanTimes = Box::leak(Box::default());
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times))?;
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = std::path::PathBuf::from(
+        args.first()
+            .map_or("bench-out/qwen3-0.6b-random", String::as_str),
+    );
+    let workload = match args.get(1).map(String::as_str) {
+        Some("--query") => Workload::Query {
+            tokens: args.get(2).map_or(Ok(16), |n| n.parse())?,
+        },
+        other => Workload::Corpus {
+            sequences: other.map_or(Ok(256), str::parse)?,
+        },
+    };
+    let isa = match candle_embed_kernels::isa::select().map_err(anyhow::Error::msg)? {
+        candle_embed_kernels::Selection::Bf16(isa) => isa,
+        candle_embed_kernels::Selection::None => anyhow::bail!("no bf16 kernel on this CPU"),
+    };
+    let cfg = Config::from_file(&dir.join("config.json"))?;
+    let model = Model::new(&cfg, &WeightReader::open(&local_files(&dir)?)?, isa)?;
+
+    let (sequences, batches, passes) = inputs(&workload);
+    let count = sequences.len() * passes;
+    let tokens: usize = sequences.iter().map(Vec::len).sum::<usize>() * passes;
 
     // One warm-up pass on the first batch, then the clock and the span sums start from zero.
-    let batches = TokenBudget::new(8192).plan(&lengths);
     model.forward(&PackedBatch::new(&sequences[batches[0].clone()]))?;
     times.totals.lock().unwrap().clear();
     let started = Instant::now();
-    for group in batches {
-        model.forward(&PackedBatch::new(&sequences[group]))?;
+    for _ in 0..passes {
+        for group in &batches {
+            model.forward(&PackedBatch::new(&sequences[group.clone()]))?;
+        }
     }
     let total = started.elapsed();
     let spent = |name| {
@@ -101,12 +137,12 @@ fn main() -> anyhow::Result<()> {
     let (gemm, attention) = (spent("gemm"), spent("attention"));
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64();
     let rest = total.saturating_sub(gemm + attention);
+    let (h, d, i) = (cfg.hidden_size, cfg.head_dim(), cfg.intermediate_size);
+    let (q, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+    let layers = cfg.num_hidden_layers as f64;
     // Per token and layer: the qkv projection, then o_proj and the MLP, which the last layer
     // runs for each sequence's last token only.
     let gemm_flops = {
-        let (h, d, i) = (cfg.hidden_size, cfg.head_dim(), cfg.intermediate_size);
-        let (q, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        let layers = cfg.num_hidden_layers as f64;
         let qkv = (h * (q + 2 * kv) * d) as f64 * tokens as f64 * layers;
         let rest_rows = tokens as f64 * (layers - 1.0) + count as f64;
         2.0 * (qkv + (q * d * h + 2 * h * i + i * h) as f64 * rest_rows)
@@ -123,5 +159,17 @@ fn main() -> anyhow::Result<()> {
         share(attention),
         share(rest)
     );
+    if let Workload::Query { .. } = workload {
+        // A short query cannot beat one read of the layers' weights (the embedding table is
+        // only indexed): set the GEMMs' time beside it.
+        let weight_bytes = 2.0 * layers * ((q + 2 * kv) * d * h + q * d * h + 3 * h * i) as f64;
+        let per_pass = total / passes as u32;
+        println!(
+            "  {per_pass:.2?} a query; its GEMMs read the layers' {:.2} GB of bf16 weights at \
+             {:.1} GB/s",
+            weight_bytes / 1e9,
+            weight_bytes * passes as f64 / gemm.as_secs_f64() / 1e9
+        );
+    }
     Ok(())
 }

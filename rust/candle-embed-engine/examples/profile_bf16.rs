@@ -137,15 +137,19 @@ fn main() -> anyhow::Result<()> {
     let (gemm, attention) = (spent("gemm"), spent("attention"));
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64();
     let rest = total.saturating_sub(gemm + attention);
+    // A layer's weights: the qkv projection, then o_proj and the MLP (gate, up, down).
     let (h, d, i) = (cfg.hidden_size, cfg.head_dim(), cfg.intermediate_size);
     let (q, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+    let (qkv_weights, rest_weights) = (
+        ((q + 2 * kv) * d * h) as f64,
+        (q * d * h + 3 * h * i) as f64,
+    );
     let layers = cfg.num_hidden_layers as f64;
-    // Per token and layer: the qkv projection, then o_proj and the MLP, which the last layer
-    // runs for each sequence's last token only.
+    // Every token goes through qkv in every layer; the last layer runs o_proj and the MLP for
+    // each sequence's last token only.
     let gemm_flops = {
-        let qkv = (h * (q + 2 * kv) * d) as f64 * tokens as f64 * layers;
         let rest_rows = tokens as f64 * (layers - 1.0) + count as f64;
-        2.0 * (qkv + (q * d * h + 2 * h * i + i * h) as f64 * rest_rows)
+        2.0 * (qkv_weights * tokens as f64 * layers + rest_weights * rest_rows)
     };
     println!(
         "{isa}: {count} sequences, {tokens} tokens in {total:.2?}: {:.0} tokens/s",
@@ -162,7 +166,7 @@ fn main() -> anyhow::Result<()> {
     if let Workload::Query { .. } = workload {
         // A short query cannot beat one read of the layers' weights (the embedding table is
         // only indexed): set the GEMMs' time beside it.
-        let weight_bytes = 2.0 * layers * ((q + 2 * kv) * d * h + q * d * h + 3 * h * i) as f64;
+        let weight_bytes = 2.0 * layers * (qkv_weights + rest_weights);
         let per_pass = total / passes as u32;
         println!(
             "  {per_pass:.2?} a query; its GEMMs read the layers' {:.2} GB of bf16 weights at \

@@ -8,6 +8,7 @@
 
 use half::bf16;
 
+use crate::gemm::prefetch;
 use crate::pack::{BLOCK_ELEMS, TILE_ELEMS};
 
 /// Rows of every tile; bytes of every tile row.
@@ -204,15 +205,6 @@ unsafe impl Tiles for SoftTiles {
 /// K blocks ahead at which A's rows are prefetched: 16–32 rows far apart in memory are more
 /// streams than the hardware prefetcher follows.
 const PREFETCH_AHEAD: usize = 2;
-
-#[inline(always)]
-fn prefetch(p: *const i8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
-    }
-}
 
 /// One block of C over all of K: `C[rows, 32 cols] (+)= A[rows, K] · panel`, `rows` 16 or 32.
 ///

@@ -44,18 +44,21 @@ const STREAM_AHEAD: usize = 8 << 10;
 /// row 1.1×, 256 rows 1.05×.
 #[inline(always)]
 pub(crate) fn stream_ahead(block: *const bf16, pair: usize) {
+    let line = block.cast::<i8>().wrapping_add(STREAM_AHEAD + 128 * pair);
+    prefetch(line);
+    prefetch(line.wrapping_add(64));
+}
+
+/// Asks for the cache line holding `p` to be brought into L1.
+#[inline(always)]
+pub(crate) fn prefetch(p: *const i8) {
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let line = block.cast::<i8>().wrapping_add(STREAM_AHEAD + 128 * pair);
-        // SAFETY: a prefetch is a hint; it never faults, whatever the address.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(line);
-            _mm_prefetch::<_MM_HINT_T0>(line.wrapping_add(64));
-        }
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (block, pair);
+    let _ = p;
 }
 
 /// Rows of C per task: the task's rows of A (about 1 MiB of bf16) stay in the core's L2 while

@@ -77,6 +77,9 @@ pub(crate) enum Kernel {
     #[cfg(test)]
     SoftAvx512,
     Avx2,
+    /// The AVX2 GEMM loop on an 8-lane software model (tests only).
+    #[cfg(test)]
+    SoftAvx2,
     Reference,
 }
 

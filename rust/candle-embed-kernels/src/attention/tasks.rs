@@ -88,9 +88,9 @@ impl Job<'_> {
     pub(super) fn run(&self, task: Task<'_>) {
         match self.kernel {
             Kernel::Reference => self.run_with(&mut Reference, task),
-            // The 16-lane model is the GEMM's; attention's reference has the same arithmetic.
+            // The lane models are the GEMM's; attention's reference has the same arithmetic.
             #[cfg(test)]
-            Kernel::SoftAvx512 => self.run_with(&mut Reference, task),
+            Kernel::SoftAvx512 | Kernel::SoftAvx2 => self.run_with(&mut Reference, task),
             // AVX-512F CPUs have AVX2: attention is a twentieth of the time there, and the AVX2
             // kernel gives the reference's bits.
             #[cfg(target_arch = "x86_64")]

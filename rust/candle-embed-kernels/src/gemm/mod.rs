@@ -314,6 +314,8 @@ unsafe fn rectangle(
             Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
             #[cfg(test)]
             Kernel::SoftAvx512 => widened::rows::<widened::Soft<16>>(a, w, sink, rows, panels),
+            #[cfg(test)]
+            Kernel::SoftAvx2 => widened::rows::<widened::Soft<8>>(a, w, sink, rows, panels),
             Kernel::Reference => reference::rows(a, w, sink, rows, panels),
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel on another architecture"),

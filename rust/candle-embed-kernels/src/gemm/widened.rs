@@ -2,7 +2,7 @@
 //! multiply-adds. One loop, written once over [`Lanes`] (an f32 SIMD register), runs as AVX2 (8
 //! lanes, most laptops, AMD Zen 2/3) and as AVX-512F (16 lanes, Skylake to Ice Lake Xeons); a
 //! portable model of the lanes ([`Soft`]) runs the same loop in the tests, so its indexing,
-//! blocking and edges are checked on any CPU, the 16-lane shape included.
+//! blocking and edges are checked on any CPU, in both shapes.
 //!
 //! A packed tile row holds, for 16 columns, the 32-bit word `(k even, k odd)` of each column. A
 //! bf16 is the upper half of an f32, so shifting a word left by 16 gives the even element as f32
@@ -38,6 +38,22 @@ pub(crate) unsafe trait Lanes: Copy {
     /// `self + a·b`, rounded once.
     fn fma(self, a: Self, b: Self) -> Self;
     unsafe fn store(self, p: *mut f32);
+    /// [`block`] for `rows` rows (1 to `ROWS`) with these lanes. On the CPUs each height is a
+    /// function of its own, so each micro-kernel has the registers to itself: inlined into the
+    /// task loop, the 12-row AVX-512 block's registers depended on the code around it, and one
+    /// change there put its broadcasts on the stack (200 → 140 GFLOP/s at 128 rows on Zen 4).
+    ///
+    /// # Safety
+    /// As [`block`].
+    unsafe fn block(
+        rows: usize,
+        stream: bool,
+        a: *const f32,
+        lda: usize,
+        b: *const bf16,
+        blocks: usize,
+        p: *mut f32,
+    );
 }
 
 /// Column-vectors per 32-column panel.
@@ -140,26 +156,18 @@ unsafe fn panel<V: Lanes>(
         let col = first * V::LANES;
         // The word of column `col` in a block's first pair.
         let b = (col / 16) * TILE_ELEMS + (col % 16) * 2;
-        for r in (0..rows).step_by(V::ROWS) {
+        // As few blocks as `V::ROWS` allows, their rows shared out evenly: 16 rows of AVX2
+        // go as 4 × 4, not 5 + 5 + 5 + 1, whose last block would read the panel for a fifth
+        // of the work. A row's sums do not depend on its block, so neither do its bits.
+        let blocks = rows.div_ceil(V::ROWS);
+        for i in 0..blocks {
+            let (r, end) = (i * rows / blocks, (i + 1) * rows / blocks);
             // The panel's first pass streams it in; the others find it in cache.
-            let stream = first == 0 && r == 0;
-            // SAFETY: rows r..r + count and this group's columns lie inside the operands.
+            let stream = first == 0 && i == 0;
+            // SAFETY: rows r..end and this group's columns lie inside the operands.
             unsafe {
                 let (a, b, p) = (a.add(r * lda), panel.add(b), out.add(r * 32 + col));
-                match V::ROWS.min(rows - r) {
-                    1 => block::<V, 1>(stream, a, lda, b, k_blocks, p),
-                    2 => block::<V, 2>(stream, a, lda, b, k_blocks, p),
-                    3 => block::<V, 3>(stream, a, lda, b, k_blocks, p),
-                    4 => block::<V, 4>(stream, a, lda, b, k_blocks, p),
-                    5 => block::<V, 5>(stream, a, lda, b, k_blocks, p),
-                    6 => block::<V, 6>(stream, a, lda, b, k_blocks, p),
-                    7 => block::<V, 7>(stream, a, lda, b, k_blocks, p),
-                    8 => block::<V, 8>(stream, a, lda, b, k_blocks, p),
-                    9 => block::<V, 9>(stream, a, lda, b, k_blocks, p),
-                    10 => block::<V, 10>(stream, a, lda, b, k_blocks, p),
-                    11 => block::<V, 11>(stream, a, lda, b, k_blocks, p),
-                    _ => block::<V, 12>(stream, a, lda, b, k_blocks, p),
-                }
+                V::block(end - r, stream, a, lda, b, k_blocks, p);
             }
         }
     }
@@ -200,8 +208,6 @@ unsafe fn block<V: Lanes, const R: usize>(
                     let x = V::splat(a.add(m * lda + 2 * pair));
                     acc[0] = acc[0].fma(x, even0);
                     acc[1] = acc[1].fma(x, even1);
-                }
-                for (m, acc) in acc.iter_mut().enumerate() {
                     let x = V::splat(a.add(m * lda + 2 * pair + 1));
                     acc[0] = acc[0].fma(x, odd0);
                     acc[1] = acc[1].fma(x, odd1);
@@ -222,6 +228,17 @@ fn widen(src: &[bf16], dst: &mut [f32]) {
     }
 }
 
+/// `$kernel::<R>($args)` for the height `R` among `$heights` that `$rows` equals: one
+/// instantiation per height a lane type uses, and none for the others.
+macro_rules! by_height {
+    ($rows:expr, $kernel:ident::<$lanes:ty>, [$($height:literal)*], $args:tt) => {
+        match $rows {
+            $($height => $kernel::<$lanes, $height> $args,)*
+            rows => unreachable!("a block of {rows} rows"),
+        }
+    };
+}
+
 /// A portable model of an `N`-lane register: the loop's arithmetic lane by lane (`mul_add` is
 /// the same single rounding as the FMA instruction).
 #[cfg(test)]
@@ -229,7 +246,7 @@ fn widen(src: &[bf16], dst: &mut [f32]) {
 pub(crate) struct Soft<const N: usize>([f32; N]);
 
 macro_rules! soft_lanes {
-    ($n:literal, $rows:literal) => {
+    ($n:literal, $rows:literal, $heights:tt) => {
         // SAFETY: plain memory reads and writes within the contract's `N` elements.
         #[cfg(test)]
         unsafe impl Lanes for Soft<$n> {
@@ -268,13 +285,33 @@ macro_rules! soft_lanes {
                 // SAFETY: per the trait's contract.
                 unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, $n) };
             }
+
+            unsafe fn block(
+                rows: usize,
+                stream: bool,
+                a: *const f32,
+                lda: usize,
+                b: *const bf16,
+                blocks: usize,
+                p: *mut f32,
+            ) {
+                // SAFETY: forwarded.
+                unsafe {
+                    by_height!(
+                        rows,
+                        block::<Self>,
+                        $heights,
+                        (stream, a, lda, b, blocks, p)
+                    )
+                }
+            }
         }
     };
 }
 
 // The AVX2 and AVX-512F block shapes.
-soft_lanes!(8, 6);
-soft_lanes!(16, 12);
+soft_lanes!(8, 5, [1 2 3 4 5]);
+soft_lanes!(16, 12, [1 2 3 4 5 6 7 8 9 10 11 12]);
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{split, Avx2, Avx512};
@@ -293,7 +330,33 @@ mod x86 {
 
     use super::Lanes;
 
-    /// 8 f32 lanes of AVX2: 6 rows × 2 vectors of sums take 12 of the 16 registers.
+    /// [`super::block`] as a function of its own, compiled with `$features`.
+    macro_rules! micro_kernel {
+        ($name:ident, $features:literal) => {
+            #[inline(never)]
+            #[target_feature(enable = $features)]
+            unsafe fn $name<V: Lanes, const R: usize>(
+                stream: bool,
+                a: *const f32,
+                lda: usize,
+                b: *const bf16,
+                blocks: usize,
+                p: *mut f32,
+            ) {
+                // SAFETY: forwarded.
+                unsafe { super::block::<V, R>(stream, a, lda, b, blocks, p) }
+            }
+        };
+    }
+
+    micro_kernel!(avx2_block, "avx2,fma");
+    micro_kernel!(avx512_block, "avx512f,avx2,fma");
+
+    /// 8 f32 lanes of AVX2: 5 rows × 2 vectors of sums, the vectors' even and odd halves, A's
+    /// value and the odd-half mask fill the 16 registers. With 6 rows (12 sums) the two spare
+    /// registers are too few and the compiler kept the sums on the stack, loading and storing
+    /// each around every FMA: 110–140 GFLOP/s against 200 with 5 rows on AMD Zen 4
+    /// (`examples/gemm_gflops.rs avx2`, both cores; their FMA peak is 183–200).
     #[derive(Clone, Copy)]
     pub(crate) struct Avx2(__m256);
 
@@ -314,7 +377,7 @@ mod x86 {
     // is the trait's.
     unsafe impl Lanes for Avx2 {
         const LANES: usize = 8;
-        const ROWS: usize = 6;
+        const ROWS: usize = 5;
 
         #[inline(always)]
         fn zero() -> Self {
@@ -350,6 +413,22 @@ mod x86 {
         unsafe fn store(self, p: *mut f32) {
             // SAFETY: per the trait's contract.
             unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+
+        #[inline(always)]
+        unsafe fn block(
+            rows: usize,
+            stream: bool,
+            a: *const f32,
+            lda: usize,
+            b: *const bf16,
+            blocks: usize,
+            p: *mut f32,
+        ) {
+            // SAFETY: forwarded; this CPU has the instructions, per the trait's contract.
+            unsafe {
+                by_height!(rows, avx2_block::<Self>, [1 2 3 4 5], (stream, a, lda, b, blocks, p));
+            }
         }
     }
 
@@ -399,6 +478,27 @@ mod x86 {
         unsafe fn store(self, p: *mut f32) {
             // SAFETY: per the trait's contract.
             unsafe { _mm512_storeu_ps(p, self.0) }
+        }
+
+        #[inline(always)]
+        unsafe fn block(
+            rows: usize,
+            stream: bool,
+            a: *const f32,
+            lda: usize,
+            b: *const bf16,
+            blocks: usize,
+            p: *mut f32,
+        ) {
+            // SAFETY: forwarded; this CPU has the instructions, per the trait's contract.
+            unsafe {
+                by_height!(
+                    rows,
+                    avx512_block::<Self>,
+                    [1 2 3 4 5 6 7 8 9 10 11 12],
+                    (stream, a, lda, b, blocks, p)
+                );
+            }
         }
     }
 }

@@ -26,6 +26,11 @@ Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
     onnx-int8     the same with sentence-transformers' export_dynamic_quantized_onnx_model for this
                   CPU (avx2 / avx512 / avx512_vnni): int8 weights, not the reference's numbers
 
+--peer-isa avx2 (or avx512) holds transformers to that instruction family (ATen, MKL and oneDNN each
+have an environment switch): a stand-in for an AVX2-only or a Skylake-class CPU when the machine
+is newer, beside a forced candle kernel of the same family. ONNX Runtime has no switch and runs
+native; the figures of a real CPU of that family are what count.
+
 The transformers side does what sentence-transformers does for Qwen3-Embedding: sort the texts by
 length, batches of --batch-size, AutoTokenizer with left padding (the tokenizer appends
 <|endoftext|>), last token's hidden state, L2-normalize. Timings cover tokenization, the model and
@@ -144,6 +149,18 @@ def child_main(args) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+# What transformers may use, for a stand-in of an older CPU on a newer one: ATen's vector kernels,
+# MKL (its f32 GEMM) and oneDNN (its bf16 GEMM) each held to the named family. ONNX Runtime has no
+# such switch (MLAS picks its kernels from CPUID), so the onnx engines always run native.
+PEER_ISA_ENV = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    # Skylake-SP to Ice Lake: AVX-512F/BW/DQ/VL, no VNNI on Skylake, no bf16 instructions.
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+               "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+}
+
+
 def run_job(engine: str, job: dict, args, workdir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Runs `job` in a child process for `engine`: its info (with "error" on failure) and vectors."""
     job_dir = workdir / f"{engine}-{len(list(workdir.iterdir()))}"
@@ -153,6 +170,8 @@ def run_job(engine: str, job: dict, args, workdir: Path) -> tuple[dict, dict[str
     env = dict(os.environ)
     # Both thread pools get the same number of threads: rayon/gemm for candle, OpenMP for torch.
     env.update(RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    if engine.startswith("hf-"):
+        env.update(PEER_ISA_ENV[args.peer_isa])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--job", str(job_path),
            "--result-dir", str(job_dir), "--model-dir", str(args.model_dir), "--threads", str(args.threads),
            "--batch-size", str(args.batch_size), "--max-batch-tokens", str(args.max_batch_tokens)]
@@ -260,7 +279,11 @@ def print_report(report: dict, results: dict) -> None:
           f"{stats['median']:.0f}, p90 {stats['p90']:.0f}, max {stats['max']}); {machine['cpu_model']}, "
           f"{machine['threads']} threads of {machine['cpu_count']} cores; load avg {os.getloadavg()[0]:.2f}")
     print(f"latency: one {report['latency_query']['tokens']}-token query, p50/p90 of "
-          f"{report['latency_query']['reps']} calls\n")
+          f"{report['latency_query']['reps']} calls")
+    if report.get("peer_isa", "native") != "native":
+        print(f"transformers held to {report['peer_isa']} ({PEER_ISA_ENV[report['peer_isa']]}); "
+              "ONNX Runtime native")
+    print()
     tables = [summary_rows(results)]
     if "by_length" in report:
         tables.append(by_length_rows(report["by_length"]))
@@ -304,6 +327,9 @@ def main() -> None:
     parser.add_argument("--by-length", default="", help="comma-separated token lengths, e.g. 16,64,256,1024")
     parser.add_argument("--by-length-tokens", type=int, default=8192, help="about this many tokens per length")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peer-isa", choices=sorted(PEER_ISA_ENV), default="native",
+                        help="hold transformers to this instruction family (a stand-in for an older CPU; "
+                             "ONNX Runtime cannot be held and runs native)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     # Internal: one job for one engine in a child process.
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
@@ -337,7 +363,7 @@ def main() -> None:
     report: dict = {
         "model_dir": str(args.model_dir), "seed": args.seed,
         "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "threads": args.threads},
-        "threads": args.threads, "cpu_count": os.cpu_count(),
+        "threads": args.threads, "cpu_count": os.cpu_count(), "peer_isa": args.peer_isa,
         "corpus": corpus_stats([counter.text(t) for t in texts]),
         "latency_query": {"text": query, "tokens": counter.text(query), "reps": args.latency_reps},
     }

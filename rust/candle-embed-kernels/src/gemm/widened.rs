@@ -228,13 +228,27 @@ fn widen(src: &[bf16], dst: &mut [f32]) {
     }
 }
 
-/// `$kernel::<R>($args)` for the height `R` among `$heights` that `$rows` equals: one
-/// instantiation per height a lane type uses, and none for the others.
-macro_rules! by_height {
-    ($rows:expr, $kernel:ident::<$lanes:ty>, [$($height:literal)*], $args:tt) => {
-        match $rows {
-            $($height => $kernel::<$lanes, $height> $args,)*
-            rows => unreachable!("a block of {rows} rows"),
+/// The [`Lanes::block`] method: `$kernel::<Self, R>` for the height `R` among `$heights` that
+/// `rows` equals. One instantiation per height a lane type uses, and none for the others.
+macro_rules! block_by_height {
+    ($kernel:ident, [$($height:literal)*]) => {
+        #[inline(always)]
+        unsafe fn block(
+            rows: usize,
+            stream: bool,
+            a: *const f32,
+            lda: usize,
+            b: *const bf16,
+            blocks: usize,
+            p: *mut f32,
+        ) {
+            // SAFETY: forwarded; the implementing lanes run on this CPU, per the trait.
+            unsafe {
+                match rows {
+                    $($height => $kernel::<Self, $height>(stream, a, lda, b, blocks, p),)*
+                    rows => unreachable!("a block of {rows} rows"),
+                }
+            }
         }
     };
 }
@@ -286,25 +300,7 @@ macro_rules! soft_lanes {
                 unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), p, $n) };
             }
 
-            unsafe fn block(
-                rows: usize,
-                stream: bool,
-                a: *const f32,
-                lda: usize,
-                b: *const bf16,
-                blocks: usize,
-                p: *mut f32,
-            ) {
-                // SAFETY: forwarded.
-                unsafe {
-                    by_height!(
-                        rows,
-                        block::<Self>,
-                        $heights,
-                        (stream, a, lda, b, blocks, p)
-                    )
-                }
-            }
+            block_by_height!(block, $heights);
         }
     };
 }
@@ -415,21 +411,7 @@ mod x86 {
             unsafe { _mm256_storeu_ps(p, self.0) }
         }
 
-        #[inline(always)]
-        unsafe fn block(
-            rows: usize,
-            stream: bool,
-            a: *const f32,
-            lda: usize,
-            b: *const bf16,
-            blocks: usize,
-            p: *mut f32,
-        ) {
-            // SAFETY: forwarded; this CPU has the instructions, per the trait's contract.
-            unsafe {
-                by_height!(rows, avx2_block::<Self>, [1 2 3 4 5], (stream, a, lda, b, blocks, p));
-            }
-        }
+        block_by_height!(avx2_block, [1 2 3 4 5]);
     }
 
     /// 16 f32 lanes of AVX-512F: 12 rows × 2 vectors of sums take 24 of the 32 registers, A's
@@ -480,26 +462,7 @@ mod x86 {
             unsafe { _mm512_storeu_ps(p, self.0) }
         }
 
-        #[inline(always)]
-        unsafe fn block(
-            rows: usize,
-            stream: bool,
-            a: *const f32,
-            lda: usize,
-            b: *const bf16,
-            blocks: usize,
-            p: *mut f32,
-        ) {
-            // SAFETY: forwarded; this CPU has the instructions, per the trait's contract.
-            unsafe {
-                by_height!(
-                    rows,
-                    avx512_block::<Self>,
-                    [1 2 3 4 5 6 7 8 9 10 11 12],
-                    (stream, a, lda, b, blocks, p)
-                );
-            }
-        }
+        block_by_height!(avx512_block, [1 2 3 4 5 6 7 8 9 10 11 12]);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The machine's limits, measured: f32 FMA peak (GFLOP/s, one core and all) with the widest
-//! vectors the CPU has, and memory read bandwidth (GB/s, one thread and all). Kernel figures are
-//! reported against these.
+//! vectors the CPU has; on AMX CPUs the `tdpbf16ps` peak and the GEMM's 2×2-tile block with its
+//! tiles loaded from L1 and from L2; memory read bandwidth (GB/s, one thread and all). Kernel
+//! figures are reported against these.
 //!
 //!     cargo run --release -p candle-embed-kernels --example peak
 
@@ -50,6 +51,94 @@ fn fma_avx512(iters: usize) -> f32 {
         acc.iter()
             .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x)),
     )
+}
+
+/// `ldtilecfg` operand: palette 1, all eight tiles 16 rows × 64 bytes.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+/// `tdpbf16ps` FLOPs of `iters` rounds of the 2×2 block (four 16×16×32 products): C in tiles 0–3,
+/// A in 4–5, B in 6–7. With `src` the A and B tiles are loaded each round from `src`, walking it
+/// 4 KiB at a time (its size picks the cache level); without, the products alone run.
+#[cfg(target_arch = "x86_64")]
+fn amx_rounds(iters: usize, src: Option<&[u8]>) -> f64 {
+    use std::arch::asm;
+    let mut cfg = TileConfig([0; 64]);
+    cfg.0[0] = 1;
+    for t in 0..8 {
+        cfg.0[16 + 2 * t] = 64;
+        cfg.0[48 + t] = 16;
+    }
+    // SAFETY: AMX was checked and granted by the caller; every tile load reads 16 rows of 64
+    // bytes inside `src` (4 KiB steps over a buffer a multiple of 4 KiB long).
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "tilezero tmm4",
+            "tilezero tmm5",
+            "tilezero tmm6",
+            "tilezero tmm7",
+            options(nostack, nomem)
+        );
+        match src {
+            None => {
+                for _ in 0..iters {
+                    asm!(
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        options(nostack, nomem)
+                    );
+                }
+            }
+            Some(src) => {
+                let steps = src.len() / 4096;
+                for i in 0..iters {
+                    let p = src.as_ptr().add((i % steps) * 4096);
+                    asm!("tileloadd tmm4, [{p} + {s}*1]", "tileloadd tmm6, [{p} + {s}*1 + 1024]",
+                         "tileloadd tmm7, [{p} + {s}*1 + 2048]",
+                         "tdpbf16ps tmm0, tmm4, tmm6", "tdpbf16ps tmm1, tmm4, tmm7",
+                         "tileloadd tmm5, [{p} + {s}*1 + 3072]",
+                         "tdpbf16ps tmm2, tmm5, tmm6", "tdpbf16ps tmm3, tmm5, tmm7",
+                         p = in(reg) p, s = in(reg) 64usize, options(nostack, readonly));
+                }
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+    4.0 * 2.0 * 16.0 * 16.0 * 32.0 * iters as f64
+}
+
+/// TFLOP/s of `threads` threads running [`amx_rounds`], each over its own buffer of `bytes`.
+#[cfg(target_arch = "x86_64")]
+fn amx_peak(threads: usize, bytes: Option<usize>) -> f64 {
+    let iters = 50_000_000;
+    let buffers: Vec<Option<Vec<u8>>> = (0..threads)
+        .map(|t| bytes.map(|b| (0..b + 64).map(|i| ((i + t) % 7) as u8).collect()))
+        .collect();
+    let mut best = 0f64;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let flops: f64 = buffers
+            .par_iter()
+            .map(|buffer| {
+                // Tile rows on cache lines: start at the first 64-byte boundary.
+                let src = buffer.as_ref().map(|b| {
+                    let skip = b.as_ptr().align_offset(64);
+                    &b[skip..skip + b.len() - 64]
+                });
+                amx_rounds(iters, src)
+            })
+            .sum();
+        best = best.max(flops / started.elapsed().as_secs_f64() / 1e12);
+    }
+    best
 }
 
 /// GFLOP/s of `threads` threads each running FMA chains of `lanes`-wide vectors.
@@ -129,6 +218,21 @@ fn main() {
                 fma_peak(1, 16, run),
                 fma_peak(cores, 16, run)
             );
+        }
+        if candle_embed_kernels::Isa::Amx.is_supported() {
+            println!(
+                "AMX tdpbf16ps peak: {:.2} TFLOP/s one core, {:.2} all",
+                amx_peak(1, None),
+                amx_peak(cores, None)
+            );
+            for (level, bytes) in [("L1", 32 << 10), ("L2", 1 << 20)] {
+                println!(
+                    "AMX 2x2 block, every tile loaded from {level} ({} KiB): {:.2} TFLOP/s one core, {:.2} all",
+                    bytes >> 10,
+                    amx_peak(1, Some(bytes)),
+                    amx_peak(cores, Some(bytes))
+                );
+            }
         }
     }
     // 1 GiB: far past any cache, and a tenth of what the machines here have.

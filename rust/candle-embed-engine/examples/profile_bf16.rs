@@ -24,10 +24,12 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-/// Sums the time spent inside spans, by span name (the outermost of nested same-named spans).
+/// Sums the time spent inside spans by span name, less the time of the spans of other names
+/// inside them (attention's time without its q/k/v GEMMs).
 #[derive(Default)]
 struct SpanTimes {
     totals: Mutex<HashMap<&'static str, Duration>>,
+    inner: Mutex<HashMap<&'static str, Duration>>,
 }
 
 struct Entered(Instant);
@@ -42,7 +44,11 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for &'static Span
     fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             if let Some(Entered(at)) = span.extensions_mut().remove::<Entered>() {
-                *self.totals.lock().unwrap().entry(span.name()).or_default() += at.elapsed();
+                let elapsed = at.elapsed();
+                *self.totals.lock().unwrap().entry(span.name()).or_default() += elapsed;
+                if let Some(parent) = span.parent().filter(|p| p.name() != span.name()) {
+                    *self.inner.lock().unwrap().entry(parent.name()).or_default() += elapsed;
+                }
             }
         }
     }
@@ -118,6 +124,7 @@ fn main() -> anyhow::Result<()> {
     // One warm-up pass on the first batch, then the clock and the span sums start from zero.
     model.forward(&PackedBatch::new(&sequences[batches[0].clone()]))?;
     times.totals.lock().unwrap().clear();
+    times.inner.lock().unwrap().clear();
     let started = Instant::now();
     for _ in 0..passes {
         for group in &batches {
@@ -126,13 +133,11 @@ fn main() -> anyhow::Result<()> {
     }
     let total = started.elapsed();
     let spent = |name| {
-        times
-            .totals
-            .lock()
-            .unwrap()
-            .get(name)
-            .copied()
+        let total = times.totals.lock().unwrap().get(name).copied();
+        let inner = times.inner.lock().unwrap().get(name).copied();
+        total
             .unwrap_or_default()
+            .saturating_sub(inner.unwrap_or_default())
     };
     let (gemm, attention) = (spent("gemm"), spent("attention"));
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64();

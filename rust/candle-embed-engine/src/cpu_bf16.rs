@@ -7,7 +7,8 @@
 //!
 //! Per layer, for the packed batch's `tokens` rows:
 //! RMSNorm → bf16 → qkv GEMM → causal GQA attention (its packing applies the per-head RMSNorm and
-//! RoPE in f32 to each row as it rounds it to bf16) → bf16 → o_proj GEMM added into the residual →
+//! RoPE in f32 to each row as it rounds it to bf16; the norm, the qkv GEMM and the packing run
+//! group by group of whole sequences, so the f32 q/k/v rows are read back from cache) → bf16 → o_proj GEMM added into the residual →
 //! RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 → down GEMM added into the residual.
 //! The MLP runs in row chunks so its intermediate stays small. In the last layer everything after
 //! attention runs on the pooled rows only (each sequence's last token), and so does the final norm.
@@ -18,7 +19,7 @@
 
 use std::sync::Mutex;
 
-use candle_embed_kernels::attention::{causal_attention, AttentionBuffers, Heads};
+use candle_embed_kernels::attention::{causal_attention_grouped, AttentionBuffers, Heads};
 use candle_embed_kernels::{
     elementwise, f32_to_bf16, gemm, gemm_silu_mul, AlignedVec, BfMatrix, Isa, PackedWeight,
 };
@@ -34,6 +35,11 @@ use crate::weights::WeightReader;
 
 /// Rows per MLP chunk: its `rows × intermediate` bf16 stays at ~6 MB for the 0.6B shape.
 const MLP_ROWS: usize = 1024;
+
+/// Tokens (whole sequences) whose f32 q/k/v rows are computed and packed for attention at a
+/// time: 16 MiB of them for the 0.6B shape, which the last-level cache keeps between the GEMM
+/// that writes them and the packing that reads them.
+const QKV_GROUP: usize = 1024;
 
 /// RMSNorm weight and epsilon.
 #[derive(Debug, Clone)]
@@ -180,26 +186,49 @@ impl Attention {
         })
     }
 
-    /// Adds the attention output of the normed rows in `s.normed` to the residual `x`.
-    fn forward(&self, isa: Isa, x: &mut [f32], rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
-        self.attend(isa, rope, batch, s);
+    /// Adds the attention output of the residual rows `x` (normed by `norm`) to `x`.
+    fn forward(
+        &self,
+        isa: Isa,
+        x: &mut [f32],
+        norm: &RmsNorm,
+        rope: &Rope,
+        batch: &PackedBatch,
+        s: &mut Scratch,
+    ) {
+        self.attend(isa, x, norm, rope, batch, s);
         let _gemm = tracing::trace_span!("gemm").entered();
         gemm(isa, &s.attn, &self.o_proj, x, self.o_proj.n(), true);
     }
 
-    /// Attention of the normed rows in `s.normed`, before the output projection, into `s.attn`.
-    fn attend(&self, isa: Isa, rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
+    /// Attention of the residual rows `x`, normed by `norm`, before the output projection, into
+    /// `s.attn`. The q/k/v projection runs group by group of whole sequences, each group packed
+    /// for attention while its f32 rows are still in cache.
+    fn attend(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        norm: &RmsNorm,
+        rope: &Rope,
+        batch: &PackedBatch,
+        s: &mut Scratch,
+    ) {
         let Heads { q, kv, dim } = self.heads;
-        let width = (q + 2 * kv) * dim;
-        let tokens = batch.total_tokens();
-        s.qkv.resize_for_overwrite(tokens * width);
-        // (tokens, (q + 2·kv)·dim)
-        tracing::trace_span!("gemm")
-            .in_scope(|| gemm(isa, &s.normed, &self.qkv_proj, &mut s.qkv, width, false));
+        let (hidden, width) = (norm.weight.len(), (q + 2 * kv) * dim);
+        let normed = &mut s.normed;
+        // (group tokens, (q + 2·kv)·dim)
+        let mut compute = |tokens: std::ops::Range<usize>, qkv: &mut AlignedVec<f32>| {
+            norm.to_bf16(
+                &x[tokens.start * hidden..tokens.end * hidden],
+                hidden,
+                normed,
+            );
+            qkv.resize_for_overwrite(tokens.len() * width);
+            let _gemm = tracing::trace_span!("gemm").entered();
+            gemm(isa, normed, &self.qkv_proj, qkv, width, false);
+        };
         let ranges: Vec<_> = batch.ranges().collect();
         let scale = 1.0 / (dim as f32).sqrt();
-        // (tokens, q·dim) in bf16: the o_proj input.
-        let _attention = tracing::trace_span!("attention").entered();
         // q heads, then k heads: normed and rotated as each row is packed.
         let prepare = |token: usize, row: &[f32], qk: &mut [f32]| {
             let (cos, sin) = rope.at(batch.positions[token] as usize);
@@ -209,10 +238,15 @@ impl Attention {
                 elementwise::rms_norm_rope(src, &norm.weight, norm.eps, cos, sin, dst);
             }
         };
-        causal_attention(
+        // (tokens, q·dim) in bf16: the o_proj input. The span holds the q/k/v GEMMs' spans,
+        // which a profiler subtracts.
+        let _attention = tracing::trace_span!("attention").entered();
+        causal_attention_grouped(
             isa,
             self.heads,
-            &s.qkv,
+            QKV_GROUP,
+            &mut compute,
+            &mut s.qkv,
             &ranges,
             scale,
             &prepare,
@@ -283,8 +317,8 @@ impl DecoderLayer {
 
     fn forward(&self, isa: Isa, x: &mut [f32], rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
         let hidden = self.input_layernorm.weight.len();
-        self.input_layernorm.to_bf16(x, hidden, &mut s.normed);
-        self.self_attn.forward(isa, x, rope, batch, s);
+        self.self_attn
+            .forward(isa, x, &self.input_layernorm, rope, batch, s);
         for chunk in x.chunks_mut(MLP_ROWS * hidden) {
             self.post_attention_layernorm
                 .to_bf16(chunk, hidden, &mut s.mlp_in);
@@ -306,8 +340,8 @@ impl DecoderLayer {
         s: &mut Scratch,
     ) -> Vec<f32> {
         let hidden = self.input_layernorm.weight.len();
-        self.input_layernorm.to_bf16(x, hidden, &mut s.normed);
-        self.self_attn.attend(isa, rope, batch, s);
+        self.self_attn
+            .attend(isa, x, &self.input_layernorm, rope, batch, s);
         let width = s.attn.cols();
         s.picked.reshape_for_overwrite(rows.len(), width);
         for (i, &row) in rows.iter().enumerate() {

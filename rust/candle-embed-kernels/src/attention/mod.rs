@@ -4,8 +4,9 @@
 //! share one K/V head, and walks the sequence's 32-key blocks up to the diagonal with a running
 //! maximum and sum per row, rescaling its f32 accumulator; no L×L score matrix exists, and a
 //! task's scratch is its rows' state (rows × head_dim). Q, K and V are first rounded to bf16 in
-//! one sweep over `qkv` (a bf16 copy half the size of the f32 input), K and V straight into the
-//! layouts the kernels multiply, so each K/V block is converted once and then read by every
+//! a sweep over `qkv` (or over group after group of its rows as the caller makes them, see
+//! [`causal_attention_grouped`]) into a bf16 copy half the size of the f32 input, K and V straight
+//! into the layouts the kernels multiply, so each K/V block is converted once and then read by every
 //! query head of its group.
 //!
 //! Four kernels, one arithmetic: Q, K, V and the probabilities P are rounded to bf16 (nearest
@@ -92,13 +93,64 @@ pub fn causal_attention(
     attend(
         Kernel::from(isa),
         heads,
-        qkv,
+        Qkv::All(qkv),
         sequences,
         scale,
         prepare,
         buffers,
         out,
     );
+}
+
+/// [`causal_attention`] with the f32 `qkv` rows made group by group as they are needed:
+/// `compute(tokens, rows)` writes the rows of `tokens` into `rows` (resizing it to
+/// `tokens.len() × (q + 2·kv)·dim`), for groups of whole sequences of at least `group_tokens`
+/// tokens (the last group may be smaller), and each group is packed into bf16 while its rows
+/// are still in cache. A whole batch's f32 rows (16 KiB a token for the 0.6B shape) would go
+/// out to memory and come back; one group's stay in the last-level cache. The result is the
+/// same bits as [`causal_attention`] over all the rows at once.
+pub fn causal_attention_grouped(
+    isa: Isa,
+    heads: Heads,
+    group_tokens: usize,
+    compute: &mut dyn FnMut(Range<usize>, &mut AlignedVec<f32>),
+    rows: &mut AlignedVec<f32>,
+    sequences: &[Range<usize>],
+    scale: f32,
+    prepare: Prepare<'_>,
+    buffers: &mut AttentionBuffers,
+    out: &mut BfMatrix,
+) {
+    assert!(
+        isa.is_supported(),
+        "attention: the {isa} kernel cannot run on this CPU"
+    );
+    attend(
+        Kernel::from(isa),
+        heads,
+        Qkv::Grouped {
+            group_tokens,
+            compute,
+            rows,
+        },
+        sequences,
+        scale,
+        prepare,
+        buffers,
+        out,
+    );
+}
+
+/// Where [`attend`] reads the f32 qkv rows.
+enum Qkv<'a> {
+    /// Every token's row.
+    All(&'a [f32]),
+    /// Made group by group, see [`causal_attention_grouped`].
+    Grouped {
+        group_tokens: usize,
+        compute: &'a mut dyn FnMut(Range<usize>, &mut AlignedVec<f32>),
+        rows: &'a mut AlignedVec<f32>,
+    },
 }
 
 /// What [`causal_attention`] applies to the query and key heads of each token's qkv row before
@@ -158,6 +210,13 @@ pub fn f64_reference(
 
 /// Validates the arguments; returns the token count.
 pub(crate) fn check_shapes(heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> usize {
+    let tokens = check_sequences(heads, sequences);
+    check_rows(heads, qkv, tokens);
+    tokens
+}
+
+/// Validates the heads and the sequences; returns the token count.
+fn check_sequences(heads: Heads, sequences: &[Range<usize>]) -> usize {
     assert!(
         heads.kv > 0 && heads.q.is_multiple_of(heads.kv),
         "attention: {} query heads cannot share {} K/V heads",
@@ -172,6 +231,11 @@ pub(crate) fn check_shapes(heads: Heads, qkv: &[f32], sequences: &[Range<usize>]
         );
         tokens = seq.end;
     }
+    tokens
+}
+
+/// Checks that `qkv` holds the rows of `tokens` tokens.
+fn check_rows(heads: Heads, qkv: &[f32], tokens: usize) {
     let width = (heads.q + 2 * heads.kv) * heads.dim;
     assert_eq!(
         qkv.len(),
@@ -180,7 +244,6 @@ pub(crate) fn check_shapes(heads: Heads, qkv: &[f32], sequences: &[Range<usize>]
         qkv.len(),
         tokens * width
     );
-    tokens
 }
 
 /// A head's length as the kernels store it: whole 32-element tile rows (zeros added).
@@ -192,7 +255,7 @@ pub(crate) fn padded_dim(dim: usize) -> usize {
 fn attend(
     kernel: Kernel,
     heads: Heads,
-    qkv: &[f32],
+    qkv: Qkv<'_>,
     sequences: &[Range<usize>],
     scale: f32,
     prepare: Prepare<'_>,
@@ -212,24 +275,49 @@ fn attend(
         scale > 0.0 && scale.is_finite(),
         "attention: scale {scale} is not positive"
     );
-    let tokens = check_shapes(heads, qkv, sequences);
+    let tokens = check_sequences(heads, sequences);
     // Every real output is written by a task.
     out.reshape_for_overwrite(tokens, heads.q * heads.dim);
     if tokens == 0 || heads.q == 0 || heads.dim == 0 {
         return;
     }
+    let mut packed = Packed::new(heads, sequences, std::mem::take(buffers));
+    match qkv {
+        Qkv::All(qkv) => {
+            check_rows(heads, qkv, tokens);
+            packed.fill(
+                qkv,
+                0,
+                0..packed.blocks_before(sequences.len()),
+                prepare,
+                vector,
+            );
+        }
+        Qkv::Grouped {
+            group_tokens,
+            compute,
+            rows,
+        } => {
+            let mut first = 0;
+            while first < sequences.len() {
+                let start = sequences[first].start;
+                let last = (first..sequences.len())
+                    .find(|&s| sequences[s].end - start >= group_tokens)
+                    .unwrap_or(sequences.len() - 1);
+                let group = start..sequences[last].end;
+                compute(group.clone(), rows);
+                check_rows(heads, rows, group.len());
+                let blocks = packed.blocks_before(first)..packed.blocks_before(last + 1);
+                packed.fill(rows, group.start, blocks, prepare, vector);
+                first = last + 1;
+            }
+        }
+    }
     let job = Job {
         kernel,
         heads,
         sequences,
-        packed: Packed::new(
-            heads,
-            qkv,
-            sequences,
-            prepare,
-            std::mem::take(buffers),
-            vector,
-        ),
+        packed,
         c: scale * std::f32::consts::LOG2_E,
     };
     tasks(heads, sequences, out)

@@ -9,8 +9,9 @@ use super::{padded_dim, AttentionBuffers, Heads, Prepare, KEYS};
 use crate::aligned::AlignedVec;
 use crate::matrix::f32_to_bf16;
 
-/// Q, K and V rounded to bf16 once, in one sweep over `qkv` token by token, and laid out for
-/// the kernels, in blocks of 32 tokens (a sequence's blocks start at its first token).
+/// Q, K and V rounded to bf16 once, in sweeps over the f32 rows token by token (all rows, or
+/// group after group of whole sequences), and laid out for the kernels, in blocks of 32 tokens
+/// (a sequence's blocks start at its first token).
 ///
 /// Q: per block, the 32 tokens' rows of `q · dp`, as in `qkv` (heads padded to `dp`), so one
 /// query head's positions are `q · dp` apart.
@@ -26,6 +27,8 @@ pub(super) struct Packed {
     pub(super) q: AlignedVec<bf16>,
     pub(super) k: AlignedVec<u32>,
     pub(super) v: AlignedVec<u32>,
+    /// (first token, tokens) of every block.
+    spans: Vec<(usize, usize)>,
     /// Index of each sequence's first block.
     pub(super) first_block: Vec<usize>,
     pub(super) heads: Heads,
@@ -33,14 +36,8 @@ pub(super) struct Packed {
 }
 
 impl Packed {
-    pub(super) fn new(
-        heads: Heads,
-        qkv: &[f32],
-        sequences: &[Range<usize>],
-        prepare: Prepare<'_>,
-        buffers: AttentionBuffers,
-        vector: bool,
-    ) -> Self {
+    /// Room for every block of `sequences`, filled by [`Self::fill`].
+    pub(super) fn new(heads: Heads, sequences: &[Range<usize>], buffers: AttentionBuffers) -> Self {
         let dp = padded_dim(heads.dim);
         let (q_len, kv_len) = (KEYS * heads.q * dp, heads.kv * KEYS * dp / 2);
         // (first token, tokens) of every block, sequence after sequence.
@@ -65,29 +62,54 @@ impl Packed {
             mut k,
             mut v,
         } = buffers;
-        // Every element is written below; reused buffers are only resized, not cleared.
+        // Every element is written by `fill`; reused buffers are only resized, not cleared.
         q.resize_for_overwrite(spans.len() * q_len);
         k.resize_for_overwrite(spans.len() * kv_len);
         v.resize_for_overwrite(spans.len() * kv_len);
-        q.par_chunks_mut(q_len)
-            .zip(k.par_chunks_mut(kv_len))
-            .zip(v.par_chunks_mut(kv_len))
-            .zip(&spans)
-            .for_each_init(
-                || KvRows::new(heads),
-                |rows, (((q, k), v), &(first, len))| {
-                    rows.load(heads, qkv, first..first + len, prepare, q);
-                    rows.pack(heads, k, v, vector);
-                },
-            );
         Self {
             q,
             k,
             v,
+            spans,
             first_block,
             heads,
             dp,
         }
+    }
+
+    /// Packs `blocks` (whole sequences' blocks) from `qkv`, the f32 rows of tokens
+    /// `first_token..`, with AVX512 where `vector` says the CPU has it.
+    pub(super) fn fill(
+        &mut self,
+        qkv: &[f32],
+        first_token: usize,
+        blocks: Range<usize>,
+        prepare: Prepare<'_>,
+        vector: bool,
+    ) {
+        let heads = self.heads;
+        let (q_len, kv_len) = (KEYS * heads.q * self.dp, heads.kv * KEYS * self.dp / 2);
+        self.q[blocks.start * q_len..blocks.end * q_len]
+            .par_chunks_mut(q_len)
+            .zip(self.k[blocks.start * kv_len..blocks.end * kv_len].par_chunks_mut(kv_len))
+            .zip(self.v[blocks.start * kv_len..blocks.end * kv_len].par_chunks_mut(kv_len))
+            .zip(&self.spans[blocks])
+            .for_each_init(
+                || KvRows::new(heads),
+                |rows, (((q, k), v), &(first, len))| {
+                    let tokens = first..first + len;
+                    rows.load(heads, qkv, first_token, tokens, prepare, q);
+                    rows.pack(heads, k, v, vector);
+                },
+            );
+    }
+
+    /// Blocks of sequences `0..seq` (all of them when `seq` is past the last).
+    pub(super) fn blocks_before(&self, seq: usize) -> usize {
+        self.first_block
+            .get(seq)
+            .copied()
+            .unwrap_or(self.spans.len())
     }
 
     /// Block `b` of sequence `seq`: its query rows, and K/V head `head`'s K and V.
@@ -122,13 +144,14 @@ impl KvRows {
         }
     }
 
-    /// Prepares and converts `tokens` (at most 32): each token's query and key heads prepared
-    /// (into L1), then Q rounded straight into its packed place `q`, K and V into the scratch
-    /// rows.
+    /// Prepares and converts `tokens` (at most 32), whose rows `qkv` holds from token
+    /// `first_token` on: each token's query and key heads prepared (into L1), then Q rounded
+    /// straight into its packed place `q`, K and V into the scratch rows.
     fn load(
         &mut self,
         heads: Heads,
         qkv: &[f32],
+        first_token: usize,
         tokens: Range<usize>,
         prepare: Prepare<'_>,
         q: &mut [bf16],
@@ -151,7 +174,7 @@ impl KvRows {
                 v.fill(bf16::ZERO);
                 continue;
             }
-            let src = &qkv[(tokens.start + t) * width..][..width];
+            let src = &qkv[(tokens.start - first_token + t) * width..][..width];
             prepare(tokens.start + t, src, qk);
             let (src_q, src_k) = qk.split_at(q_heads * dim);
             convert_heads(src_q, q, dim, dp);

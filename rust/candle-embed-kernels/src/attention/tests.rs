@@ -58,7 +58,7 @@ fn run(choice: Kernel, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) ->
     attend(
         choice,
         heads,
-        qkv,
+        Qkv::All(qkv),
         sequences,
         scale,
         &unprepared,
@@ -253,6 +253,70 @@ fn prepare_applies_to_each_row_as_packed() {
         &mut prepared,
     );
     assert_eq!(expected.padded(), prepared.padded());
+}
+
+/// Rows made and packed group by group give the bits of all rows at once, with every group
+/// whole sequences of at least the group size (the last excepted).
+#[test]
+fn grouped_rows_give_the_same_bits() {
+    let heads = heads(4, 2, 32);
+    let lens = [37, 5, 64, 1, 90, 33];
+    let (qkv, sequences) = inputs(heads, &lens, 4, 1.0);
+    let width = (heads.q + 2 * heads.kv) * heads.dim;
+    let prepare = |token: usize, row: &[f32], qk: &mut [f32]| {
+        for (out, &x) in qk.iter_mut().zip(row) {
+            *out = x * (1.0 + token as f32 * 0.01);
+        }
+    };
+    for kernel in choices(true) {
+        let mut buffers = AttentionBuffers::default();
+        let mut all = BfMatrix::default();
+        attend(
+            kernel,
+            heads,
+            Qkv::All(&qkv),
+            &sequences,
+            0.2,
+            &prepare,
+            &mut buffers,
+            &mut all,
+        );
+        for group_tokens in [1, 40, 100, 1000] {
+            let mut groups = Vec::new();
+            let mut compute = |tokens: Range<usize>, rows: &mut AlignedVec<f32>| {
+                rows.resize_for_overwrite(tokens.len() * width);
+                rows.copy_from_slice(&qkv[tokens.start * width..tokens.end * width]);
+                groups.push(tokens);
+            };
+            let (mut rows, mut grouped) = (AlignedVec::default(), BfMatrix::default());
+            attend(
+                kernel,
+                heads,
+                Qkv::Grouped {
+                    group_tokens,
+                    compute: &mut compute,
+                    rows: &mut rows,
+                },
+                &sequences,
+                0.2,
+                &prepare,
+                &mut buffers,
+                &mut grouped,
+            );
+            assert_eq!(
+                all.padded(),
+                grouped.padded(),
+                "{kernel:?}, groups of {group_tokens}"
+            );
+            let covered: Vec<usize> = groups.iter().flat_map(Clone::clone).collect();
+            assert_eq!(covered, (0..lens.iter().sum()).collect::<Vec<_>>());
+            for (i, group) in groups.iter().enumerate() {
+                assert!(sequences.iter().any(|s| s.start == group.start));
+                assert!(sequences.iter().any(|s| s.end == group.end));
+                assert!(i + 1 == groups.len() || group.len() >= group_tokens);
+            }
+        }
+    }
 }
 
 #[test]

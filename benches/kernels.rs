@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use candle_core::{Device, Tensor};
-use candle_embed_kernels::attention::{causal_attention, unprepared, AttentionBuffers, Heads};
+use candle_embed_kernels::attention::{
+    causal_attention, unprepared, AttentionBuffers, Heads, QkvRows,
+};
 use candle_embed_kernels::{gemm, BfMatrix, Isa, PackedWeight};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::bf16;
@@ -100,7 +102,7 @@ fn bench_attention(c: &mut Criterion) {
                     causal_attention(
                         isa,
                         heads,
-                        black_box(&qkv),
+                        QkvRows::All(black_box(&qkv)),
                         &one_sequence,
                         0.088,
                         &unprepared,

@@ -19,7 +19,7 @@
 
 use std::sync::Mutex;
 
-use candle_embed_kernels::attention::{causal_attention_grouped, AttentionBuffers, Heads};
+use candle_embed_kernels::attention::{causal_attention, AttentionBuffers, Heads, QkvRows};
 use candle_embed_kernels::{
     elementwise, f32_to_bf16, gemm, gemm_silu_mul, AlignedVec, BfMatrix, Isa, PackedWeight,
 };
@@ -241,12 +241,15 @@ impl Attention {
         // (tokens, q·dim) in bf16: the o_proj input. The span holds the q/k/v GEMMs' spans,
         // which a profiler subtracts.
         let _attention = tracing::trace_span!("attention").entered();
-        causal_attention_grouped(
+        let qkv = QkvRows::Grouped {
+            group_tokens: QKV_GROUP,
+            compute: &mut compute,
+            rows: &mut s.qkv,
+        };
+        causal_attention(
             isa,
             self.heads,
-            QKV_GROUP,
-            &mut compute,
-            &mut s.qkv,
+            qkv,
             &ranges,
             scale,
             &prepare,

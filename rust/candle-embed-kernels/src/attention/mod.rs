@@ -5,7 +5,7 @@
 //! maximum and sum per row, rescaling its f32 accumulator; no L×L score matrix exists, and a
 //! task's scratch is its rows' state (rows × head_dim). Q, K and V are first rounded to bf16 in
 //! a sweep over `qkv` (or over group after group of its rows as the caller makes them, see
-//! [`causal_attention_grouped`]) into a bf16 copy half the size of the f32 input, K and V straight
+//! [`QkvRows::Grouped`]) into a bf16 copy half the size of the f32 input, K and V straight
 //! into the layouts the kernels multiply, so each K/V block is converted once and then read by every
 //! query head of its group.
 //!
@@ -79,7 +79,7 @@ pub(crate) const MAX_ROWS: usize = 32;
 pub fn causal_attention(
     isa: Isa,
     heads: Heads,
-    qkv: &[f32],
+    qkv: QkvRows<'_>,
     sequences: &[Range<usize>],
     scale: f32,
     prepare: Prepare<'_>,
@@ -93,7 +93,7 @@ pub fn causal_attention(
     attend(
         Kernel::from(isa),
         heads,
-        Qkv::All(qkv),
+        qkv,
         sequences,
         scale,
         prepare,
@@ -102,50 +102,16 @@ pub fn causal_attention(
     );
 }
 
-/// [`causal_attention`] with the f32 `qkv` rows made group by group as they are needed:
-/// `compute(tokens, rows)` writes the rows of `tokens` into `rows` (resizing it to
-/// `tokens.len() × (q + 2·kv)·dim`), for groups of whole sequences of at least `group_tokens`
-/// tokens (the last group may be smaller), and each group is packed into bf16 while its rows
-/// are still in cache. A whole batch's f32 rows (16 KiB a token for the 0.6B shape) would go
-/// out to memory and come back; one group's stay in the last-level cache. The result is the
-/// same bits as [`causal_attention`] over all the rows at once.
-pub fn causal_attention_grouped(
-    isa: Isa,
-    heads: Heads,
-    group_tokens: usize,
-    compute: &mut dyn FnMut(Range<usize>, &mut AlignedVec<f32>),
-    rows: &mut AlignedVec<f32>,
-    sequences: &[Range<usize>],
-    scale: f32,
-    prepare: Prepare<'_>,
-    buffers: &mut AttentionBuffers,
-    out: &mut BfMatrix,
-) {
-    assert!(
-        isa.is_supported(),
-        "attention: the {isa} kernel cannot run on this CPU"
-    );
-    attend(
-        Kernel::from(isa),
-        heads,
-        Qkv::Grouped {
-            group_tokens,
-            compute,
-            rows,
-        },
-        sequences,
-        scale,
-        prepare,
-        buffers,
-        out,
-    );
-}
-
-/// Where [`attend`] reads the f32 qkv rows.
-enum Qkv<'a> {
+/// The f32 q/k/v rows [`causal_attention`] reads, `(q + 2·kv)·dim` values a token.
+pub enum QkvRows<'a> {
     /// Every token's row.
     All(&'a [f32]),
-    /// Made group by group, see [`causal_attention_grouped`].
+    /// Rows made group by group as they are needed: `compute(tokens, rows)` writes the rows of
+    /// `tokens` into `rows` (resizing it), for groups of whole sequences of at least
+    /// `group_tokens` tokens (the last may be smaller), and each group is packed into bf16 while
+    /// its rows are still in cache. A whole batch's rows (16 KiB a token for the 0.6B shape)
+    /// would go out to memory and come back; one group's stay in the last-level cache. The
+    /// result is the same bits as `All`.
     Grouped {
         group_tokens: usize,
         compute: &'a mut dyn FnMut(Range<usize>, &mut AlignedVec<f32>),
@@ -255,7 +221,7 @@ pub(crate) fn padded_dim(dim: usize) -> usize {
 fn attend(
     kernel: Kernel,
     heads: Heads,
-    qkv: Qkv<'_>,
+    qkv: QkvRows<'_>,
     sequences: &[Range<usize>],
     scale: f32,
     prepare: Prepare<'_>,
@@ -283,7 +249,7 @@ fn attend(
     }
     let mut packed = Packed::new(heads, sequences, std::mem::take(buffers));
     match qkv {
-        Qkv::All(qkv) => {
+        QkvRows::All(qkv) => {
             check_rows(heads, qkv, tokens);
             packed.fill(
                 qkv,
@@ -293,7 +259,7 @@ fn attend(
                 vector,
             );
         }
-        Qkv::Grouped {
+        QkvRows::Grouped {
             group_tokens,
             compute,
             rows,

@@ -58,7 +58,7 @@ fn run(choice: Kernel, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) ->
     attend(
         choice,
         heads,
-        Qkv::All(qkv),
+        QkvRows::All(qkv),
         sequences,
         scale,
         &unprepared,
@@ -224,7 +224,7 @@ fn prepare_applies_to_each_row_as_packed() {
     causal_attention(
         isa,
         heads,
-        &other,
+        QkvRows::All(&other),
         &other_sequences,
         0.2,
         &unprepared,
@@ -234,7 +234,7 @@ fn prepare_applies_to_each_row_as_packed() {
     causal_attention(
         isa,
         heads,
-        &before,
+        QkvRows::All(&before),
         &sequences,
         0.2,
         &unprepared,
@@ -245,7 +245,7 @@ fn prepare_applies_to_each_row_as_packed() {
     causal_attention(
         isa,
         heads,
-        &qkv,
+        QkvRows::All(&qkv),
         &sequences,
         0.2,
         &prepare,
@@ -274,7 +274,7 @@ fn grouped_rows_give_the_same_bits() {
         attend(
             kernel,
             heads,
-            Qkv::All(&qkv),
+            QkvRows::All(&qkv),
             &sequences,
             0.2,
             &prepare,
@@ -292,7 +292,7 @@ fn grouped_rows_give_the_same_bits() {
             attend(
                 kernel,
                 heads,
-                Qkv::Grouped {
+                QkvRows::Grouped {
                     group_tokens,
                     compute: &mut compute,
                     rows: &mut rows,
@@ -329,7 +329,7 @@ fn empty_input_gives_empty_output() {
             causal_attention(
                 isa,
                 heads,
-                &[],
+                QkvRows::All(&[]),
                 &[],
                 0.25,
                 &unprepared,
@@ -369,7 +369,7 @@ fn throughput() {
                 causal_attention(
                     isa,
                     heads,
-                    &qkv,
+                    QkvRows::All(&qkv),
                     &sequences,
                     0.088,
                     &unprepared,

@@ -7,10 +7,11 @@
 //!
 //! Per layer, for the packed batch's `tokens` rows:
 //! RMSNorm → bf16 → qkv GEMM → causal GQA attention (its packing applies the per-head RMSNorm and
-//! RoPE in f32 to each row as it rounds it to bf16; the norm, the qkv GEMM and the packing run
-//! group by group of whole sequences, so the f32 q/k/v rows are read back from cache) → bf16 → o_proj GEMM added into the residual →
+//! RoPE in f32 to each row as it rounds it to bf16) → bf16 → o_proj GEMM added into the residual →
 //! RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 → down GEMM added into the residual.
-//! The MLP runs in row chunks so its intermediate stays small. In the last layer everything after
+//! The first norm, the qkv GEMM and attention's packing run group by group of whole sequences, so
+//! the f32 q/k/v rows are read back from cache; the MLP runs in row chunks so its intermediate
+//! stays small. In the last layer everything after
 //! attention runs on the pooled rows only (each sequence's last token), and so does the final norm.
 //!
 //! The GEMMs and attention run inside `trace`-level spans named `gemm` and `attention`, for

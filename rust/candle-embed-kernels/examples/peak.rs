@@ -227,7 +227,8 @@ fn main() {
             );
             for (level, bytes) in [("L1", 32 << 10), ("L2", 1 << 20)] {
                 println!(
-                    "AMX 2x2 block, every tile loaded from {level} ({} KiB): {:.2} TFLOP/s one core, {:.2} all",
+                    "AMX 2x2 block, every tile loaded from {level} ({} KiB): {:.2} TFLOP/s one \
+                     core, {:.2} all",
                     bytes >> 10,
                     amx_peak(1, Some(bytes)),
                     amx_peak(cores, Some(bytes))

@@ -6,8 +6,8 @@
 //! task's scratch is its rows' state (rows × head_dim). Q, K and V are first rounded to bf16 in
 //! a sweep over `qkv` (or over group after group of its rows as the caller makes them, see
 //! [`QkvRows::Grouped`]) into a bf16 copy half the size of the f32 input, K and V straight
-//! into the layouts the kernels multiply, so each K/V block is converted once and then read by every
-//! query head of its group.
+//! into the layouts the kernels multiply, so each K/V block is converted once and then read by
+//! every query head of its group.
 //!
 //! Four kernels, one arithmetic: Q, K, V and the probabilities P are rounded to bf16 (nearest
 //! even), products are summed in f32, the softmax runs in f32 in base 2 (`exp2` of

@@ -1,7 +1,7 @@
 //! The machine's limits, measured: f32 FMA peak (GFLOP/s, one core and all) with the widest
-//! vectors the CPU has; on AMX CPUs the `tdpbf16ps` peak and the GEMM's 2×2-tile block with its
-//! tiles loaded from L1 and from L2; memory read bandwidth (GB/s, one thread and all). Kernel
-//! figures are reported against these.
+//! vectors the CPU has; the `vdpbf16ps` peak on AVX512-BF16 CPUs; on AMX CPUs the `tdpbf16ps`
+//! peak and the GEMM's 2×2-tile block with its tiles loaded from L1 and from L2; memory read
+//! bandwidth (GB/s, one thread and all). Kernel figures are reported against these.
 //!
 //!     cargo run --release -p candle-embed-kernels --example peak
 
@@ -45,6 +45,29 @@ fn fma_avx512(iters: usize) -> f32 {
     for _ in 0..iters {
         for x in &mut acc {
             *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    _mm512_reduce_add_ps(
+        acc.iter()
+            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x)),
+    )
+}
+
+/// `vdpbf16ps` chains: each instruction is 16 lanes × 2 products and 2 adds, 64 FLOPs, the
+/// count the FMA probes use for 32. Sixteen chains, as the AVX512-BF16 GEMM block keeps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn dpbf16_avx512(iters: usize) -> f32 {
+    use std::arch::x86_64::{
+        __m512bh, __m512i, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_reduce_add_ps,
+        _mm512_set1_epi32, _mm512_setzero_ps,
+    };
+    // SAFETY: plain 512-bit values reinterpreted as bf16 pairs.
+    let pairs = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F80_3F80)) };
+    let mut acc = [_mm512_setzero_ps(); 16];
+    for _ in 0..iters {
+        for x in &mut acc {
+            *x = _mm512_dpbf16_ps(*x, pairs, pairs);
         }
     }
     _mm512_reduce_add_ps(
@@ -143,6 +166,11 @@ fn amx_peak(threads: usize, bytes: Option<usize>) -> f64 {
 
 /// GFLOP/s of `threads` threads each running FMA chains of `lanes`-wide vectors.
 fn fma_peak(threads: usize, lanes: usize, run: fn(usize) -> f32) -> f64 {
+    vector_peak(threads, 2 * CHAINS * lanes, run)
+}
+
+/// GFLOP/s of `threads` threads each running `run`, which does `flops` per iteration.
+fn vector_peak(threads: usize, flops: usize, run: fn(usize) -> f32) -> f64 {
     let iters = 20_000_000;
     let started = Instant::now();
     let sums: Vec<f32> = (0..threads)
@@ -150,7 +178,7 @@ fn fma_peak(threads: usize, lanes: usize, run: fn(usize) -> f32) -> f64 {
         .map(|_| std::hint::black_box(run(iters)))
         .collect();
     std::hint::black_box(sums);
-    let flops = 2.0 * (iters * CHAINS * lanes * threads) as f64;
+    let flops = (iters * flops * threads) as f64;
     flops / started.elapsed().as_secs_f64() / 1e9
 }
 
@@ -217,6 +245,15 @@ fn main() {
                 "FMA peak, 512-bit: {:.0} GFLOP/s one core, {:.0} all",
                 fma_peak(1, 16, run),
                 fma_peak(cores, 16, run)
+            );
+        }
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: AVX512-BF16 (and so AVX-512F) was just detected.
+            let run = |i| unsafe { dpbf16_avx512(i) };
+            println!(
+                "vdpbf16ps peak, 512-bit: {:.0} GFLOP/s one core, {:.0} all",
+                vector_peak(1, 16 * 64, run),
+                vector_peak(cores, 16 * 64, run)
             );
         }
         if candle_embed_kernels::Isa::Amx.is_supported() {

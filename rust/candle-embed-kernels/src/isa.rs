@@ -8,7 +8,8 @@
 //!
 //! Every family's vectors are at least as close to the f32 reference as transformers' own bf16
 //! run (the parity suite checks each one the CPU can run), so `dtype="auto"` takes the fastest
-//! the CPU has: AMX, then AVX512-BF16, then AVX-512F, then AVX2.
+//! the CPU has: AMX, then AVX512-BF16, then AVX-512F, then AVX2 — except on Intel cores, where
+//! AVX-512F comes before AVX512-BF16 ([`ranking`]).
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -140,9 +141,37 @@ fn select_from(forced: Option<&str>, unforced: Option<Isa>) -> Result<Selection,
 
 /// The fastest supported kernel other than the portable reference, if any.
 pub fn best() -> Option<Isa> {
-    [Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2]
-        .into_iter()
-        .find(|isa| isa.is_supported())
+    ranking(intel()).into_iter().find(|isa| isa.is_supported())
+}
+
+/// The kernel families, fastest first. Intel's cores issue `vdpbf16ps` at half the rate of
+/// 512-bit f32 FMAs (`examples/peak` on a Xeon 5th gen: 80–86 against 160–174 GFLOP/s on one
+/// core), so there the widened `avx512` GEMM outruns the `avx512bf16` one (`gemm_gflops`, both
+/// cores: 200–237 against 127–149 GFLOP/s at the 0.6B shapes). That decides `auto` on an Intel
+/// CPU with AVX512-BF16 but no usable AMX: Cooper Lake (unmeasured), or a Sapphire Rapids or
+/// later whose tiles a hypervisor hides or an older kernel does not grant. AMD Zen 4 and 5 run
+/// `vdpbf16ps` at full rate: on Zen 4 `avx512bf16` was 2.2× forced `avx512` end to end.
+fn ranking(intel: bool) -> [Isa; 4] {
+    if intel {
+        [Isa::Amx, Isa::Avx512, Isa::Avx512Bf16, Isa::Avx2]
+    } else {
+        [Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2]
+    }
+}
+
+/// Whether CPUID names the vendor GenuineIntel.
+#[cfg(target_arch = "x86_64")]
+fn intel() -> bool {
+    let leaf0 = std::arch::x86_64::__cpuid(0);
+    [leaf0.ebx, leaf0.edx, leaf0.ecx]
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .eq(*b"GenuineIntel")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn intel() -> bool {
+    false
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -274,6 +303,8 @@ mod tests {
         }
         let expected = if amx_ready() {
             Some(Isa::Amx)
+        } else if avx512_available() && intel() {
+            Some(Isa::Avx512)
         } else if avx512bf16_available() {
             Some(Isa::Avx512Bf16)
         } else if avx512_available() {
@@ -298,6 +329,8 @@ mod tests {
             .find(|l| l.starts_with("flags"))
             .unwrap_or("");
         let has = |flag: &str| flags.split_whitespace().any(|f| f == flag);
+        let vendor = cpuinfo.lines().find(|l| l.starts_with("vendor_id"));
+        assert_eq!(vendor.is_some_and(|l| l.ends_with("GenuineIntel")), intel());
         assert_eq!(has("avx512_bf16"), avx512bf16_available());
         assert_eq!(has("avx2") && has("fma"), avx2_available());
         assert_eq!(

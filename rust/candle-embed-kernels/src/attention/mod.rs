@@ -35,8 +35,6 @@ use tasks::{tasks, Job};
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod kernel;
 mod pack;
@@ -44,6 +42,8 @@ mod reference;
 mod tasks;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod widened;
 
 /// Head counts of a grouped-query attention layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,7 +235,8 @@ fn attend(
     let vector = vector || kernel == Kernel::SoftAmx;
     assert!(!vector || Isa::Avx512Bf16.is_supported());
     assert!(kernel != Kernel::Amx || Isa::Amx.is_supported());
-    assert!(!matches!(kernel, Kernel::Avx2 | Kernel::Avx512) || Isa::Avx2.is_supported());
+    assert!(kernel != Kernel::Avx2 || Isa::Avx2.is_supported());
+    assert!(kernel != Kernel::Avx512 || Isa::Avx512.is_supported());
     // With c > 0 the largest scaled score is the largest score, scaled (see the softmax).
     assert!(
         scale > 0.0 && scale.is_finite(),

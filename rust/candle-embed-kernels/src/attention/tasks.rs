@@ -10,6 +10,8 @@ use half::bf16;
 use super::kernel::{Pass, PassKernel};
 use super::pack::Packed;
 use super::reference::Reference;
+#[cfg(target_arch = "x86_64")]
+use super::widened::{self, Widened};
 use super::{Heads, KEYS, LANES, MAX_ROWS};
 use crate::aligned::AlignedVec;
 use crate::isa::Kernel;
@@ -91,12 +93,17 @@ impl Job<'_> {
             // The lane models are the GEMM's; attention's reference has the same arithmetic.
             #[cfg(test)]
             Kernel::SoftAvx512 | Kernel::SoftAvx2 => self.run_with(&mut Reference, task),
-            // AVX-512F CPUs have AVX2: attention is a twentieth of the time there, and the AVX2
-            // kernel gives the reference's bits.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 | Kernel::Avx512 => {
-                // SAFETY: `attend` checked AVX2 and FMA (AVX-512F CPUs have both).
-                self.run_with(&mut unsafe { super::avx2::Avx2::new() }, task);
+            Kernel::Avx2 => {
+                // SAFETY: `attend` checked AVX2 and FMA.
+                let mut kernel = unsafe { Widened::<widened::Avx2>::new() };
+                self.run_with(&mut kernel, task);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                // SAFETY: `attend` checked AVX-512F (with AVX2 and FMA).
+                let mut kernel = unsafe { Widened::<widened::Avx512>::new() };
+                self.run_with(&mut kernel, task);
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 => {

@@ -39,6 +39,9 @@ fn choices(with_model: bool) -> Vec<Kernel> {
     if Isa::Avx2.is_supported() {
         all.push(Kernel::Avx2);
     }
+    if Isa::Avx512.is_supported() {
+        all.push(Kernel::Avx512);
+    }
     if Isa::Avx512Bf16.is_supported() {
         all.push(Kernel::Avx512Bf16);
         if with_model {
@@ -157,7 +160,7 @@ fn kernels_agree() {
             let out = run(choice, heads, &qkv, &sequences);
             if matches!(
                 choice,
-                Kernel::Reference | Kernel::Avx512Bf16 | Kernel::Avx2
+                Kernel::Reference | Kernel::Avx512Bf16 | Kernel::Avx2 | Kernel::Avx512
             ) {
                 assert_eq!(out.padded(), reference.padded(), "{choice:?} {heads:?}");
                 continue;
@@ -322,7 +325,13 @@ fn grouped_rows_give_the_same_bits() {
 #[test]
 fn empty_input_gives_empty_output() {
     let heads = heads(2, 1, 16);
-    for isa in [Isa::Reference, Isa::Avx2, Isa::Avx512Bf16, Isa::Amx] {
+    for isa in [
+        Isa::Reference,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ] {
         if isa.is_supported() {
             let mut out = BfMatrix::zeros(3, 5);
             let mut buffers = AttentionBuffers::default();
@@ -360,7 +369,13 @@ fn throughput() {
     for (name, lens) in cases {
         let (qkv, sequences) = inputs(heads, &lens, 1, 1.0);
         let work = flops(heads, &sequences);
-        for isa in [Isa::Reference, Isa::Avx2, Isa::Avx512Bf16, Isa::Amx] {
+        for isa in [
+            Isa::Reference,
+            Isa::Avx2,
+            Isa::Avx512,
+            Isa::Avx512Bf16,
+            Isa::Amx,
+        ] {
             if !isa.is_supported() || only.as_deref().is_some_and(|name| name != isa.name()) {
                 continue;
             }

@@ -24,8 +24,9 @@ pub enum Isa {
     Amx,
     /// AVX512-BF16 dot products (`vdpbf16ps`).
     Avx512Bf16,
-    /// AVX-512F without bf16 instructions (Skylake to Cascade Lake and Ice Lake Xeons): bf16
-    /// widened to f32 in 512-bit registers, f32 fused multiply-adds.
+    /// AVX-512F without bf16 instructions (Skylake to Cascade Lake and Ice Lake Xeons), and
+    /// Intel CPUs whose AVX512-BF16 is slower than it ([`ranking`]): bf16 widened to f32 in
+    /// 512-bit registers, f32 fused multiply-adds.
     Avx512,
     /// AVX2 and FMA: bf16 widened to f32 in registers (a shift), f32 fused multiply-adds. For x86
     /// CPUs with none of the above (most laptops, AMD Zen 2/3).

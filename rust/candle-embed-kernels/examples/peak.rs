@@ -37,9 +37,7 @@ fn fma_avx2(iters: usize) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn fma_avx512(iters: usize) -> f32 {
-    use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps, _mm512_set1_ps, _mm512_setzero_ps,
-    };
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_set1_ps, _mm512_setzero_ps};
     let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4));
     let mut acc = [_mm512_setzero_ps(); CHAINS];
     for _ in 0..iters {
@@ -47,10 +45,18 @@ fn fma_avx512(iters: usize) -> f32 {
             *x = _mm512_fmadd_ps(*x, a, b);
         }
     }
-    _mm512_reduce_add_ps(
-        acc.iter()
-            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x)),
-    )
+    sum_lanes(&acc)
+}
+
+/// Every lane of every chain summed: a result the compiler cannot drop.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn sum_lanes(chains: &[std::arch::x86_64::__m512]) -> f32 {
+    use std::arch::x86_64::{_mm512_add_ps, _mm512_reduce_add_ps, _mm512_setzero_ps};
+    let sum = chains
+        .iter()
+        .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+    _mm512_reduce_add_ps(sum)
 }
 
 /// `vdpbf16ps` chains: each instruction is 16 lanes × 2 products and 2 adds, 64 FLOPs, the
@@ -59,8 +65,7 @@ fn fma_avx512(iters: usize) -> f32 {
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn dpbf16_avx512(iters: usize) -> f32 {
     use std::arch::x86_64::{
-        __m512bh, __m512i, _mm512_add_ps, _mm512_dpbf16_ps, _mm512_reduce_add_ps,
-        _mm512_set1_epi32, _mm512_setzero_ps,
+        __m512bh, __m512i, _mm512_dpbf16_ps, _mm512_set1_epi32, _mm512_setzero_ps,
     };
     // SAFETY: plain 512-bit values reinterpreted as bf16 pairs.
     let pairs = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F80_3F80)) };
@@ -70,10 +75,7 @@ fn dpbf16_avx512(iters: usize) -> f32 {
             *x = _mm512_dpbf16_ps(*x, pairs, pairs);
         }
     }
-    _mm512_reduce_add_ps(
-        acc.iter()
-            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x)),
-    )
+    sum_lanes(&acc)
 }
 
 /// `ldtilecfg` operand: palette 1, all eight tiles 16 rows × 64 bytes.

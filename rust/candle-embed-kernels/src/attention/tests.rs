@@ -54,6 +54,18 @@ fn choices(with_model: bool) -> Vec<Kernel> {
     all
 }
 
+/// Every public kernel family this CPU can run, the reference first.
+fn runnable_isas() -> impl Iterator<Item = Isa> {
+    let all = [
+        Isa::Reference,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ];
+    all.into_iter().filter(|isa| isa.is_supported())
+}
+
 fn run(choice: Kernel, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> BfMatrix {
     let mut out = BfMatrix::zeros(3, 5);
     let scale = 1.0 / (heads.dim as f32).sqrt();
@@ -325,28 +337,20 @@ fn grouped_rows_give_the_same_bits() {
 #[test]
 fn empty_input_gives_empty_output() {
     let heads = heads(2, 1, 16);
-    for isa in [
-        Isa::Reference,
-        Isa::Avx2,
-        Isa::Avx512,
-        Isa::Avx512Bf16,
-        Isa::Amx,
-    ] {
-        if isa.is_supported() {
-            let mut out = BfMatrix::zeros(3, 5);
-            let mut buffers = AttentionBuffers::default();
-            causal_attention(
-                isa,
-                heads,
-                QkvRows::All(&[]),
-                &[],
-                0.25,
-                &unprepared,
-                &mut buffers,
-                &mut out,
-            );
-            assert_eq!((out.rows(), out.cols()), (0, 32));
-        }
+    for isa in runnable_isas() {
+        let mut out = BfMatrix::zeros(3, 5);
+        let mut buffers = AttentionBuffers::default();
+        causal_attention(
+            isa,
+            heads,
+            QkvRows::All(&[]),
+            &[],
+            0.25,
+            &unprepared,
+            &mut buffers,
+            &mut out,
+        );
+        assert_eq!((out.rows(), out.cols()), (0, 32));
     }
 }
 
@@ -369,14 +373,8 @@ fn throughput() {
     for (name, lens) in cases {
         let (qkv, sequences) = inputs(heads, &lens, 1, 1.0);
         let work = flops(heads, &sequences);
-        for isa in [
-            Isa::Reference,
-            Isa::Avx2,
-            Isa::Avx512,
-            Isa::Avx512Bf16,
-            Isa::Amx,
-        ] {
-            if !isa.is_supported() || only.as_deref().is_some_and(|name| name != isa.name()) {
+        for isa in runnable_isas() {
+            if only.as_deref().is_some_and(|name| name != isa.name()) {
                 continue;
             }
             let (mut out, mut buffers) = (BfMatrix::default(), AttentionBuffers::default());

@@ -13,8 +13,9 @@
 //! even), products are summed in f32, the softmax runs in f32 in base 2 (`exp2` of
 //! `scale·log2 e·q·k`), and the output is rounded to bf16 once at the end. [`Isa::Reference`] is
 //! portable scalar code; [`Isa::Avx512Bf16`] does the same operations in the same order with
-//! `vdpbf16ps` (bit for bit equal), [`Isa::Avx2`] with f32 fused multiply-adds on bf16 widened in
-//! registers (bit for bit equal too: every product is exact); [`Isa::Amx`] computes the two
+//! `vdpbf16ps` (bit for bit equal), [`Isa::Avx2`] and [`Isa::Avx512`] with f32 fused
+//! multiply-adds on bf16 widened in 8- or 16-lane registers, one loop for both (bit for bit
+//! equal too: every product is exact); [`Isa::Amx`] computes the two
 //! products with tiles, which sum a 32-wide dot product in their own order, and takes its softmax
 //! steps 64 keys at a time. A
 //! row's result depends only on its own sequence (blocks start at the sequence's first token,

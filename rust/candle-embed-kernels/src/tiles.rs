@@ -8,7 +8,7 @@
 
 use half::bf16;
 
-use crate::gemm::prefetch;
+use crate::gemm::{prefetch, Ahead};
 use crate::pack::{BLOCK_ELEMS, TILE_ELEMS};
 
 /// Rows of every tile; bytes of every tile row.
@@ -207,6 +207,7 @@ unsafe impl Tiles for SoftTiles {
 const PREFETCH_AHEAD: usize = 2;
 
 /// One block of C over all of K: `C[rows, 32 cols] (+)= A[rows, K] · panel`, `rows` 16 or 32.
+/// The 32 rows of `ahead` (the next block's destination) are requested over the K loop.
 ///
 /// # Safety
 /// `a` points at `rows` (16 or 32) readable rows of `k_blocks · 32` bf16, `lda` elements apart;
@@ -223,9 +224,11 @@ pub(crate) unsafe fn block<T: Tiles>(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    ahead: Option<Ahead>,
 ) {
     let (a_stride, c_stride) = (lda * 2, ldc * 4);
     let two = rows > ROWS;
+    let ahead_per_block = (2 * ROWS).div_ceil(k_blocks.max(1));
     // SAFETY: every offset below stays inside the regions the caller vouched for: A rows
     // `0..rows` and columns `< k_blocks·32`, the panel's `k_blocks` blocks, C's block.
     unsafe {
@@ -250,6 +253,11 @@ pub(crate) unsafe fn block<T: Tiles>(
             if kb + PREFETCH_AHEAD < k_blocks {
                 for row in 0..rows {
                     prefetch(a.add(row * lda + (kb + PREFETCH_AHEAD) * 32).cast());
+                }
+            }
+            if let Some(ahead) = ahead {
+                for row in kb * ahead_per_block..(kb + 1) * ahead_per_block {
+                    ahead.request(row);
                 }
             }
             tiles.load::<4>(a.add(kb * 32).cast(), a_stride);

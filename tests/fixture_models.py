@@ -69,7 +69,7 @@ def runnable_cpu_kernels() -> list[str]:
     flags = cpu_flags()
     needs = {
         "amx": {"amx_bf16", "amx_tile", "avx512_bf16"},
-        "avx512bf16": {"avx512_bf16", "avx512bw", "avx512f"},
+        "avx512bf16": {"avx512_bf16", "avx512bw", "avx512vl", "avx512f"},
         "avx512": {"avx512f", "avx2", "fma"},
         "avx2": {"avx2", "fma"},
     }

@@ -83,7 +83,7 @@ pub(crate) unsafe fn silu_mul_block(
 ) {
     #[cfg(target_arch = "x86_64")]
     if crate::isa::avx512bf16_available() {
-        // SAFETY: the CPU has AVX512F/BF16; the rest is the caller's contract.
+        // SAFETY: the CPU has AVX512F/BW/VL/BF16; the rest is the caller's contract.
         unsafe { silu_mul_block_avx512(block, rows, out, ldo, count) };
         return;
     }
@@ -98,8 +98,10 @@ pub(crate) unsafe fn silu_mul_block(
     }
 }
 
+/// With AVX512VL, which the 16-lane masked store of the result needs: without it the store
+/// is a call per row.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
 unsafe fn silu_mul_block_avx512(
     block: &[f32],
     rows: usize,

@@ -179,6 +179,7 @@ fn intel() -> bool {
 pub(crate) fn avx512bf16_available() -> bool {
     std::arch::is_x86_feature_detected!("avx512bf16")
         && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512f")
 }
 

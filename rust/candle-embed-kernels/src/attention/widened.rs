@@ -45,6 +45,12 @@ pub(super) unsafe trait Wide: Copy {
     fn exp2(self) -> Self;
     /// Rounds finite f32 to the nearest bf16 (ties to even) and back, as `bf16::from_f32` does.
     fn round_to_bf16(self) -> Self;
+    /// [`pass`] over these lanes, compiled with their instructions enabled: the generic body
+    /// inlined into a function of each instruction set.
+    ///
+    /// # Safety
+    /// The CPU has the instructions; `pass` passed [`Pass::check`] for 8 rows.
+    unsafe fn pass(pass: &mut Pass<'_>);
 }
 
 /// The kernel over `W`'s registers; only made where the CPU has them.
@@ -58,7 +64,7 @@ impl<W: Wide> Widened<W> {
     }
 }
 
-impl<W: Wide + CompiledPass> PassKernel for Widened<W> {
+impl<W: Wide> PassKernel for Widened<W> {
     const ROWS: usize = ROWS;
 
     fn pass(&mut self, pass: &mut Pass<'_>) {
@@ -68,16 +74,8 @@ impl<W: Wide + CompiledPass> PassKernel for Widened<W> {
     }
 }
 
-/// The pass compiled with the lanes' instructions enabled (a generic body inlined into a
-/// function of each instruction set).
-pub(super) trait CompiledPass {
-    /// # Safety
-    /// The CPU has the instructions; `pass` passed [`Pass::check`] for 8 rows.
-    unsafe fn pass(pass: &mut Pass<'_>);
-}
-
 /// # Safety
-/// As [`CompiledPass::pass`].
+/// As [`Wide::pass`].
 #[inline(always)]
 unsafe fn pass<W: Wide>(pass: &mut Pass<'_>) {
     let vecs = KEYS / W::LANES;
@@ -228,7 +226,7 @@ mod x86 {
         _mm512_storeu_ps, _mm512_sub_ps,
     };
 
-    use super::{CompiledPass, Pass, Wide};
+    use super::{Pass, Wide};
     use crate::attention::kernel::{EXP2_MIN, EXP2_POLY};
     use crate::gemm::split;
 
@@ -355,9 +353,7 @@ mod x86 {
                 )))
             }
         }
-    }
 
-    impl CompiledPass for Avx2 {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn pass(pass: &mut Pass<'_>) {
             // SAFETY: forwarded.
@@ -485,9 +481,7 @@ mod x86 {
                 )))
             }
         }
-    }
 
-    impl CompiledPass for Avx512 {
         #[target_feature(enable = "avx512f,avx2,fma")]
         unsafe fn pass(pass: &mut Pass<'_>) {
             // SAFETY: forwarded.

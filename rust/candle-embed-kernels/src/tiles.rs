@@ -207,7 +207,7 @@ unsafe impl Tiles for SoftTiles {
 const PREFETCH_AHEAD: usize = 2;
 
 /// One block of C over all of K: `C[rows, 32 cols] (+)= A[rows, K] · panel`, `rows` 16 or 32.
-/// The 32 rows of `ahead` (the next block's destination) are requested over the K loop.
+/// The rows of `ahead` (up to 32: the next block's destination) are requested over the K loop.
 ///
 /// # Safety
 /// `a` points at `rows` (16 or 32) readable rows of `k_blocks · 32` bf16, `lda` elements apart;
@@ -228,7 +228,7 @@ pub(crate) unsafe fn block<T: Tiles>(
 ) {
     let (a_stride, c_stride) = (lda * 2, ldc * 4);
     let two = rows > ROWS;
-    let ahead_per_block = (2 * ROWS).div_ceil(k_blocks.max(1));
+    let ahead_rows_per_k_block = (2 * ROWS).div_ceil(k_blocks.max(1));
     // SAFETY: every offset below stays inside the regions the caller vouched for: A rows
     // `0..rows` and columns `< k_blocks·32`, the panel's `k_blocks` blocks, C's block.
     unsafe {
@@ -256,7 +256,7 @@ pub(crate) unsafe fn block<T: Tiles>(
                 }
             }
             if let Some(ahead) = ahead {
-                for row in kb * ahead_per_block..(kb + 1) * ahead_per_block {
+                for row in kb * ahead_rows_per_k_block..(kb + 1) * ahead_rows_per_k_block {
                     ahead.request(row);
                 }
             }

@@ -13,6 +13,10 @@ SCRIPT = textwrap.dedent(f"""
     import os, signal, threading, time
     from candle_embed import EmbeddingRequest, Runner, Which
 
+    # A parent that ignores SIGINT (a background job of a non-interactive shell does) passes
+    # that on, and Python then installs no handler of its own: put Python's default back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     # A budget of 16 tokens puts every 128-token input in a pass of its own.
     runner = Runner(which=Which.Embedding(model_id={str(GQA)!r}), max_batch_tokens=16)
     texts = ["word " * 100] * 200

@@ -97,11 +97,23 @@ impl Ahead {
     }
 }
 
-/// Rows of C per task: the task's rows of A (about 1 MiB of bf16) stay in the core's L2 while
-/// every panel of its column range streams past them once. Tuned on the 0.6B shapes
-/// (`examples/gemm_gflops.rs`): 256 rows for K = 1024 and 2048, 160 for K = 3072.
-fn row_chunk(k: usize) -> usize {
-    ((1 << 20) / (2 * k.max(1))).clamp(64, 256) / BLOCK * BLOCK
+/// Rows of C per task: the task's rows of A stay in the core's L2 while every panel of its
+/// column range streams past them once. AMX and AVX512-BF16 read A as bf16, about 1 MiB of it
+/// (tuned on the 0.6B shapes with `examples/gemm_gflops.rs`: 256 rows at K = 1024 and 2048, 160
+/// at K = 3072). The widened kernels read an f32 copy, twice the bytes, so they take 256 KiB of
+/// it: 64 rows at K = 1024, 32 from K = 2048 on. The copy and a panel then fit the 512 KiB L2 of
+/// AMD Zen 2 and 3 and half of Skylake-SP's 1 MiB; at 1 MiB per task the widened AVX-512 loop
+/// ran 1.02–1.07× slower per GEMM at 8,192 rows and the model 1.02–1.05× slower (paired
+/// batches) even with Emerald Rapids' 2 MiB L2.
+fn row_chunk(kernel: Kernel, k: usize) -> usize {
+    let k = k.max(1);
+    let rows = match kernel {
+        Kernel::Avx512 | Kernel::Avx2 => ((1 << 18) / (4 * k)).clamp(BLOCK, 256),
+        #[cfg(test)]
+        Kernel::SoftAvx512 | Kernel::SoftAvx2 => ((1 << 18) / (4 * k)).clamp(BLOCK, 256),
+        _ => ((1 << 20) / (2 * k)).clamp(64, 256),
+    };
+    rows / BLOCK * BLOCK
 }
 
 /// `C[m, n] (+)= Σ_k A[m, k] · W[n, k]` for the `A.rows() × W.n()` block of `c`, whose rows are
@@ -308,7 +320,7 @@ fn run_into(kernel: Kernel, a: &BfMatrix, w: &PackedWeight, sink: Sink) {
     );
 
     let threads = rayon::current_num_threads().max(1);
-    let chunk = row_chunk(w.k());
+    let chunk = row_chunk(kernel, w.k());
     let row_chunks = m.div_ceil(chunk);
     // Rows alone give too few tasks for small batches; then the panels are split too.
     let col_splits = if row_chunks >= 2 * threads {

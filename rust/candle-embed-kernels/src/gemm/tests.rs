@@ -206,7 +206,8 @@ fn sequential_fma(a: &[bf16], w: &[bf16], m: usize, n: usize, k: usize) -> Vec<f
 
 /// The AVX2 and AVX-512F loops (on their 8- and 16-lane models, and on the hardware where the
 /// CPU has it) give exactly the sequential FMA sums: same bits, any shape, any block edge. Rows
-/// 1 to 25 meet every block height of both (a task's rows are shared out over its blocks).
+/// 1 to 25 meet every block height of both (a task's rows are shared out over its blocks); at
+/// K = 2048 the 70 rows are three tasks of the widened kernels' row chunk (32, 32, 6).
 #[test]
 fn widened_kernels_are_the_sequential_fma_sums_bit_for_bit() {
     let mut widened = vec![Kernel::SoftAvx512, Kernel::SoftAvx2];
@@ -215,7 +216,13 @@ fn widened_kernels_are_the_sequential_fma_sums_bit_for_bit() {
             widened.push(kernel);
         }
     }
-    let shapes = [(5, 70, 96), (13, 33, 64), (25, 64, 160), (40, 96, 32)];
+    let shapes = [
+        (5, 70, 96),
+        (13, 33, 64),
+        (25, 64, 160),
+        (40, 96, 32),
+        (70, 40, 2048),
+    ];
     for (m, n, k) in (1..=25).map(|m| (m, 40, 64)).chain(shapes) {
         let (a_vals, w_vals) = (values(m * k, 21), values(n * k, 22));
         let a = BfMatrix::from_f32(&a_vals.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, k);

@@ -106,12 +106,17 @@ impl Ahead {
 /// ran 1.02–1.07× slower per GEMM at 8,192 rows and the model 1.02–1.05× slower (paired
 /// batches) even with Emerald Rapids' 2 MiB L2.
 fn row_chunk(kernel: Kernel, k: usize) -> usize {
-    let k = k.max(1);
-    let rows = match kernel {
-        Kernel::Avx512 | Kernel::Avx2 => ((1 << 18) / (4 * k)).clamp(BLOCK, 256),
+    let widened = match kernel {
+        Kernel::Avx512 | Kernel::Avx2 => true,
         #[cfg(test)]
-        Kernel::SoftAvx512 | Kernel::SoftAvx2 => ((1 << 18) / (4 * k)).clamp(BLOCK, 256),
-        _ => ((1 << 20) / (2 * k)).clamp(64, 256),
+        Kernel::SoftAvx512 | Kernel::SoftAvx2 => true,
+        _ => false,
+    };
+    let k = k.max(1);
+    let rows = if widened {
+        ((1 << 18) / (4 * k)).clamp(BLOCK, 256)
+    } else {
+        ((1 << 20) / (2 * k)).clamp(64, 256)
     };
     rows / BLOCK * BLOCK
 }

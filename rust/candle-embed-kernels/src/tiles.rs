@@ -207,7 +207,9 @@ unsafe impl Tiles for SoftTiles {
 const PREFETCH_AHEAD: usize = 2;
 
 /// One block of C over all of K: `C[rows, 32 cols] (+)= A[rows, K] · panel`, `rows` 16 or 32.
-/// The rows of `ahead` (up to 32: the next block's destination) are requested over the K loop.
+/// The rows of `ahead` (up to 32: the next block's destination) are requested over the K loop,
+/// and `during(kb)` runs after K block `kb`'s products are issued: vector work placed there
+/// overlaps the tiles' (the previous block's epilogue, see `gemm::amx`).
 ///
 /// # Safety
 /// `a` points at `rows` (16 or 32) readable rows of `k_blocks · 32` bf16, `lda` elements apart;
@@ -225,6 +227,7 @@ pub(crate) unsafe fn block<T: Tiles>(
     ldc: usize,
     accumulate: bool,
     ahead: Option<Ahead>,
+    during: &mut impl FnMut(usize),
 ) {
     let (a_stride, c_stride) = (lda * 2, ldc * 4);
     let two = rows > ROWS;
@@ -270,6 +273,7 @@ pub(crate) unsafe fn block<T: Tiles>(
                 tiles.dot::<2, 5, 6>();
                 tiles.dot::<3, 5, 7>();
             }
+            during(kb);
         }
         tiles.store::<0>(c_lo, c_stride);
         tiles.store::<1>(c_lo.add(ROWS * 4), c_stride);

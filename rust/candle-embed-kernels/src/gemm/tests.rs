@@ -137,7 +137,16 @@ fn software_tiles_match_the_hardware() {
 #[test]
 fn fused_silu_mul_matches_the_unfused_formula() {
     for kernel in kernels() {
-        for &(m, inter, k) in &[(1, 16, 32), (3, 40, 64), (17, 80, 48), (45, 96, 96)] {
+        // The last shape's blocks hand their rows to the sink one per K block of the next
+        // block (32 K blocks), across three row blocks and three panels.
+        let shapes = [
+            (1, 16, 32),
+            (3, 40, 64),
+            (17, 80, 48),
+            (45, 96, 96),
+            (70, 48, 1024),
+        ];
+        for &(m, inter, k) in &shapes {
             let a_vals = values(m * k, 3);
             let (gate, up) = (values(inter * k, 4), values(inter * k, 5));
             let a =

@@ -1,7 +1,7 @@
 //! `gemm`: `C (+)= A · Wᵀ` with A in bf16 ([`BfMatrix`]), W packed ([`PackedWeight`]), C in f32.
 //!
-//! The work is cut into rectangles of C — [`row_chunk`] rows × a run of 32-column panels — spread
-//! over rayon's threads. Inside a rectangle the panel is the outer loop, so a panel (K × 32 bf16,
+//! The work is cut into rectangles of C — at most [`row_chunk`] rows, split evenly by
+//! [`row_ranges`], × a run of 32-column panels — spread over rayon's threads. Inside a rectangle the panel is the outer loop, so a panel (K × 32 bf16,
 //! 64–192 KB) is read from memory once and reused from cache by every row block, while the rows of
 //! A stay in L2 across panels.
 //!
@@ -119,6 +119,26 @@ fn row_chunk(kernel: Kernel, k: usize) -> usize {
         ((1 << 20) / (2 * k)).clamp(64, 256)
     };
     rows / BLOCK * BLOCK
+}
+
+/// The row ranges of the tasks: at most `max_rows` each (see [`row_chunk`]), as many as a
+/// multiple of `threads` where the rows allow, and equal to within one 32-row block, so
+/// that no thread is left with a larger share than the others: with chunks of `max_rows`
+/// and a short one at the end, 1,024 rows at K = 3,072 (160-row chunks) were seven tasks,
+/// four for one thread and three for the other.
+fn row_ranges(m: usize, max_rows: usize, threads: usize) -> Vec<Range<usize>> {
+    let blocks = m.div_ceil(BLOCK);
+    let tasks = m.div_ceil(max_rows).next_multiple_of(threads).min(blocks);
+    let (each, extra) = (blocks / tasks, blocks % tasks);
+    let mut start = 0;
+    (0..tasks)
+        .map(|t| {
+            let end = (start + BLOCK * (each + usize::from(t < extra))).min(m);
+            let rows = start..end;
+            start = end;
+            rows
+        })
+        .collect()
 }
 
 /// `C[m, n] (+)= Σ_k A[m, k] · W[n, k]` for the `A.rows() × W.n()` block of `c`, whose rows are
@@ -325,17 +345,17 @@ fn run_into(kernel: Kernel, a: &BfMatrix, w: &PackedWeight, sink: Sink) {
     );
 
     let threads = rayon::current_num_threads().max(1);
-    let chunk = row_chunk(kernel, w.k());
-    let row_chunks = m.div_ceil(chunk);
+    let row_ranges = row_ranges(m, row_chunk(kernel, w.k()), threads);
+    let row_chunks = row_ranges.len();
     // Rows alone give too few tasks for small batches; then the panels are split too.
     let col_splits = if row_chunks >= 2 * threads {
         1
     } else {
         (2 * threads).div_ceil(row_chunks).min(w.n_blocks())
     };
-    let tasks: Vec<(Range<usize>, Range<usize>)> = (0..row_chunks)
-        .flat_map(|r| {
-            let rows = r * chunk..((r + 1) * chunk).min(m);
+    let tasks: Vec<(Range<usize>, Range<usize>)> = row_ranges
+        .iter()
+        .flat_map(|rows| {
             (0..col_splits).map(move |s| {
                 let panels = s * w.n_blocks() / col_splits..(s + 1) * w.n_blocks() / col_splits;
                 (rows.clone(), panels)

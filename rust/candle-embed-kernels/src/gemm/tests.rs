@@ -180,6 +180,52 @@ fn fused_silu_mul_matches_the_unfused_formula() {
     }
 }
 
+/// Tasks cover the rows once, in order, from 32-row block boundaries, within the cache bound,
+/// a multiple of the threads where there are blocks enough, and within a block of each other.
+#[test]
+fn row_ranges_are_even_whole_blocks() {
+    let cases = [
+        (1, 256, 2),
+        (16, 256, 2),
+        (300, 256, 2),
+        (1024, 160, 2),
+        (1024, 256, 2),
+        (1100, 256, 2),
+        (1100, 256, 3),
+        (8192, 160, 16),
+        (33, 64, 8),
+        (257, 256, 1),
+    ];
+    for (m, max_rows, threads) in cases {
+        let ranges = row_ranges(m, max_rows, threads);
+        let blocks = m.div_ceil(BLOCK);
+        assert_eq!(ranges.first().unwrap().start, 0, "{m} {max_rows} {threads}");
+        assert_eq!(ranges.last().unwrap().end, m, "{m} {max_rows} {threads}");
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        let sizes: Vec<usize> = ranges.iter().map(|r| r.len().div_ceil(BLOCK)).collect();
+        assert!(
+            ranges
+                .iter()
+                .all(|r| r.start % BLOCK == 0 && r.len() <= max_rows && !r.is_empty()),
+            "{m} {max_rows} {threads}: {ranges:?}"
+        );
+        assert!(
+            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+            "{m} {max_rows} {threads}: {ranges:?}"
+        );
+        assert!(
+            ranges.len().is_multiple_of(threads) || ranges.len() == blocks,
+            "{m} {max_rows} {threads}: {ranges:?}"
+        );
+    }
+    assert_eq!(
+        row_ranges(1024, 160, 2),
+        (0..8).map(|t| 128 * t..128 * t + 128).collect::<Vec<_>>()
+    );
+}
+
 /// A row's result is the same whatever rows surround it (batch invariance).
 #[test]
 fn rows_do_not_depend_on_their_neighbours() {

@@ -68,15 +68,21 @@ impl<T: Plain> AlignedVec<T> {
 
     /// Sets the length to `len`, keeping the values below both lengths. Values past the old
     /// length are whatever the storage last held (zero if never written): for buffers that are
-    /// overwritten anyway, reuse costs no memset.
+    /// overwritten anyway, reuse costs no memset. The lines, once there, stay initialised up to
+    /// the largest length so far; only lines never used before are zeroed, so a scratch buffer
+    /// whose length goes down and up from call to call (the q/k/v rows of each sequence group)
+    /// is not cleared again each time it grows (one thread's memset of megabytes, with the
+    /// other thread waiting for it).
     pub fn resize(&mut self, len: usize) {
         let lines = (len * size_of::<T>()).div_ceil(LINE);
-        if lines > self.lines.capacity() {
-            self.lines.reserve_exact(lines - self.lines.len());
-            // Before the zero-fill below touches the new pages.
-            advise_huge_pages(self.lines.as_ptr().cast(), self.lines.capacity() * LINE);
+        if lines > self.lines.len() {
+            if lines > self.lines.capacity() {
+                self.lines.reserve_exact(lines - self.lines.len());
+                // Before the zero-fill below touches the new pages.
+                advise_huge_pages(self.lines.as_ptr().cast(), self.lines.capacity() * LINE);
+            }
+            self.lines.resize(lines, Aligned([0; LINE]));
         }
-        self.lines.resize(lines, Aligned([0; LINE]));
         self.len = len;
     }
 
@@ -186,6 +192,15 @@ mod tests {
         v.resize(2);
         v.resize(5);
         assert_eq!(&v[..3], &[1.0, 2.0, 3.0], "storage is reused, not cleared");
+        v.resize(40);
+        v[39] = 7.0;
+        v.resize(1);
+        v.resize(40);
+        assert_eq!(
+            (v[1], v[39]),
+            (2.0, 7.0),
+            "lines past a shrink are kept, not cleared"
+        );
         v.clear_to(4);
         assert_eq!(&v[..], &[0.0; 4]);
         v.resize_for_overwrite(1000);

@@ -97,8 +97,9 @@ impl Ahead {
     }
 }
 
-/// Rows of C per task: the task's rows of A stay in the core's L2 while every panel of its
-/// column range streams past them once. AMX and AVX512-BF16 read A as bf16, about 1 MiB of it
+/// The most rows of C per task ([`row_ranges`] may give fewer, to even the tasks out): the
+/// task's rows of A stay in the core's L2 while every panel of its column range streams past
+/// them once. AMX and AVX512-BF16 read A as bf16, about 1 MiB of it
 /// (tuned on the 0.6B shapes with `examples/gemm_gflops.rs`: 256 rows at K = 1024 and 2048, 160
 /// at K = 3072). The widened kernels read an f32 copy, twice the bytes, so they take 256 KiB of
 /// it: 64 rows at K = 1024, 32 from K = 2048 on. The copy and a panel then fit the 512 KiB L2 of

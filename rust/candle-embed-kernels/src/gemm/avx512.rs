@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::{stream_ahead, Sink};
+use super::{Fetch, Sink};
 use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::PackedWeight;
 
@@ -30,12 +30,14 @@ pub(super) unsafe fn rows(
 ) {
     let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
     let mut scratch = [0f32; MAX_ROWS * BLOCK];
-    for nb in panels {
+    let passes = rows.len().div_ceil(MAX_ROWS);
+    for nb in panels.clone() {
         let panel = w.panel(nb).as_ptr();
         let cols = (n - nb * BLOCK).min(BLOCK);
-        for r in rows.clone().step_by(MAX_ROWS) {
+        let next = (nb + 1 < panels.end).then(|| w.panel(nb + 1).as_ptr());
+        for (pass, r) in rows.clone().step_by(MAX_ROWS).enumerate() {
             let count = MAX_ROWS.min(rows.end - r);
-            let stream = r == rows.start;
+            let stream = Fetch::new(next, k_blocks, pass, passes);
             // SAFETY: AVX512-BF16 was checked by the caller; rows r..r+count of A and of the
             // sink exist, and the masked stores keep to `cols` columns.
             unsafe {
@@ -69,7 +71,7 @@ const MAX_ROWS: usize = 8;
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn block(
     rows: usize,
-    stream: bool,
+    stream: Fetch,
     a: *const bf16,
     lda: usize,
     panel: *const bf16,
@@ -98,7 +100,7 @@ unsafe fn block(
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows_block<const ROWS: usize>(
-    stream: bool,
+    stream: Fetch,
     a: *const bf16,
     lda: usize,
     panel: *const bf16,
@@ -114,9 +116,7 @@ unsafe fn rows_block<const ROWS: usize>(
         unsafe {
             let b = panel.add(kb * BLOCK_ELEMS);
             for pair in 0..16 {
-                if stream {
-                    stream_ahead(b, pair);
-                }
+                stream.step(b, kb, pair);
                 let b0 = as_bh(_mm512_loadu_si512(b.add(pair * 32).cast()));
                 let b1 = as_bh(_mm512_loadu_si512(b.add(TILE_ELEMS + pair * 32).cast()));
                 for (m, acc) in acc.iter_mut().enumerate() {

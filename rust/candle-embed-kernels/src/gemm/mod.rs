@@ -49,6 +49,108 @@ pub(crate) fn stream_ahead(block: *const bf16, pair: usize) {
     prefetch(line.wrapping_add(64));
 }
 
+/// What a pass over a panel requests from memory besides the lines it reads: the panel's own
+/// lines ahead of itself on its first pass ([`stream_ahead`]), and, in small tasks, a share of
+/// the next panel.
+///
+/// A panel is read once per block of rows. In a task of a few rows, the first pass waits on
+/// memory and the others run from L2 while memory idles. So there every pass also requests an
+/// equal share of the next panel, in address order, spread over its K loop, and the next
+/// panel's first pass finds it in L2. On AMD Zen 4, over weights in memory
+/// (`examples/gemm_gflops.rs`, `cold` rows; order-rotated rounds): AVX512-BF16 1 row
+/// 1.1–1.2×, 8 rows up to 1.15×, 16 rows 1.1–1.35×, 32 rows 1.05–1.15×; AVX2 1 row 1.3–1.7×,
+/// 8 rows 1.2–1.3×; the widened AVX-512 loop, which is slower than memory there from 16 rows
+/// on, 1.0–1.2× below. A 16-token query's forward pass: 55–60 ms before, 43–47 ms after. From
+/// 64 rows on the gain was 0–3%, and larger tasks (whose rows of A take most of L2) do not
+/// request ahead.
+#[derive(Clone, Copy)]
+pub(crate) struct Fetch {
+    own: bool,
+    /// This pass's share of the next panel: `per_block` lines for each K block, from `next`.
+    next: *const i8,
+    per_block: usize,
+}
+
+/// Most passes over a panel (blocks of rows, or of rows and columns) that still request the
+/// next panel ahead: 64 rows of the AVX512-BF16 kernel.
+const MAX_FETCH_PASSES: usize = 8;
+
+impl Fetch {
+    /// Pass `pass` of `passes` over a panel `k_blocks` deep, followed in its task by `next`.
+    pub(crate) fn new(
+        next: Option<*const bf16>,
+        k_blocks: usize,
+        pass: usize,
+        passes: usize,
+    ) -> Fetch {
+        let own = pass == 0;
+        match next {
+            Some(next) if passes <= MAX_FETCH_PASSES => {
+                // 32 lines per K block in all, rounded up: the last pass may request a few
+                // lines of the panel after, which costs nothing but the request.
+                let per_block = 32usize.div_ceil(passes);
+                Fetch {
+                    own,
+                    next: next
+                        .cast::<i8>()
+                        .wrapping_add(64 * per_block * pass * k_blocks),
+                    per_block,
+                }
+            }
+            _ => Fetch {
+                own,
+                next: std::ptr::null(),
+                per_block: 0,
+            },
+        }
+    }
+
+    /// The requests that go with pair `pair` of K block `kb`, whose words start at `block`.
+    ///
+    /// Two lines of the next panel at a pair. Where a pass's share is 8 lines a K block (four
+    /// passes or more), the first goes to L1 and the second to L2; with fewer passes both go
+    /// to L2. Of the mixes measured on Zen 4 that was fastest at every row count: all to L1
+    /// lost 10–15% at 8 and 16 rows, all to L2 4–15% at 32.
+    #[inline(always)]
+    pub(crate) fn step(self, block: *const bf16, kb: usize, pair: usize) {
+        if self.own {
+            stream_ahead(block, pair);
+        }
+        let [first, second] = self.next_lines(kb, pair);
+        if let Some(line) = first {
+            if self.per_block <= 8 {
+                prefetch(line);
+            } else {
+                prefetch_l2(line);
+            }
+        }
+        if let Some(line) = second {
+            prefetch_l2(line);
+        }
+    }
+
+    /// The lines of the next panel requested at pair `pair` of K block `kb`.
+    #[inline(always)]
+    fn next_lines(self, kb: usize, pair: usize) -> [Option<*const i8>; 2] {
+        let line = |i: usize| {
+            (i < self.per_block).then(|| self.next.wrapping_add(64 * (kb * self.per_block + i)))
+        };
+        [line(2 * pair), line(2 * pair + 1)]
+    }
+}
+
+/// Asks for the cache line holding `p` to be brought into L2 (and not L1).
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const i8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Asks for the cache line holding `p` to be brought into L1.
 #[inline(always)]
 pub(crate) fn prefetch(p: *const i8) {

@@ -183,6 +183,44 @@ fn fused_silu_mul_matches_the_unfused_formula() {
 /// Tasks cover the rows once, in order, from 32-row block boundaries, within the cache bound,
 /// a multiple of the threads where there are blocks enough, and within a block of each other.
 #[test]
+fn fetch_shares_cover_the_next_panel_once() {
+    let next = [0u8; 64];
+    let base = next.as_ptr().cast::<bf16>();
+    for k_blocks in [1, 3, 32, 96] {
+        for passes in 1..=MAX_FETCH_PASSES {
+            let mut requested = Vec::new();
+            for pass in 0..passes {
+                let fetch = Fetch::new(Some(base), k_blocks, pass, passes);
+                assert_eq!(fetch.own, pass == 0);
+                for kb in 0..k_blocks {
+                    for pair in 0..16 {
+                        for line in fetch.next_lines(kb, pair).into_iter().flatten() {
+                            requested.push((line as usize - base as usize) / 64);
+                        }
+                    }
+                }
+            }
+            requested.sort_unstable();
+            let lines = 32 * k_blocks;
+            // Every line of the next panel, each once; rounding may add a few past its end.
+            assert_eq!(
+                requested[..lines],
+                (0..lines).collect::<Vec<_>>(),
+                "{k_blocks} K blocks, {passes} passes"
+            );
+            assert!(requested.windows(2).all(|w| w[0] < w[1]));
+            assert!(requested.len() - lines < passes * k_blocks);
+        }
+        let many = Fetch::new(Some(base), k_blocks, 0, MAX_FETCH_PASSES + 1);
+        assert!(many.own && many.next_lines(0, 0) == [None, None]);
+        assert_eq!(
+            Fetch::new(None, k_blocks, 0, 1).next_lines(0, 0),
+            [None, None]
+        );
+    }
+}
+
+#[test]
 fn row_ranges_are_even_whole_blocks() {
     let cases = [
         (1, 256, 2),

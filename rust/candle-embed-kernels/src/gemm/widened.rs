@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use half::bf16;
 
-use super::{stream_ahead, Sink};
+use super::{Fetch, Sink};
 use crate::aligned::AlignedVec;
 use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
@@ -47,7 +47,7 @@ pub(crate) unsafe trait Lanes: Copy {
     /// As [`block`].
     unsafe fn block(
         rows: usize,
-        stream: bool,
+        stream: Fetch,
         a: *const f32,
         lda: usize,
         b: *const bf16,
@@ -109,8 +109,9 @@ pub(super) unsafe fn rows<V: Lanes>(
     for (r, dst) in rows.clone().zip(s.a.chunks_exact_mut(row_f32)) {
         widen(&a.padded()[r * lda..][..width], &mut dst[..width]);
     }
-    for nb in panels {
+    for nb in panels.clone() {
         let cols = (n - nb * BLOCK).min(BLOCK);
+        let next = (nb + 1 < panels.end).then(|| w.panel(nb + 1).as_ptr());
         // SAFETY: the widened rows, the panel and the scratch panel have the sizes `panel`
         // needs; the caller vouched for `V`.
         unsafe {
@@ -119,6 +120,7 @@ pub(super) unsafe fn rows<V: Lanes>(
                 s.a.as_ptr(),
                 row_f32,
                 w.panel(nb).as_ptr(),
+                next,
                 k_blocks,
                 s.panel.as_mut_ptr(),
             );
@@ -158,9 +160,12 @@ unsafe fn panel<V: Lanes>(
     a: *const f32,
     lda: usize,
     panel: *const bf16,
+    next: Option<*const bf16>,
     k_blocks: usize,
     out: *mut f32,
 ) {
+    let groups = vectors::<V>() / COLS;
+    let passes = groups * rows.div_ceil(V::ROWS);
     for first in (0..vectors::<V>()).step_by(COLS) {
         let col = first * V::LANES;
         // The word of column `col` in a block's first pair.
@@ -171,8 +176,8 @@ unsafe fn panel<V: Lanes>(
         let blocks = rows.div_ceil(V::ROWS);
         for i in 0..blocks {
             let (r, end) = (i * rows / blocks, (i + 1) * rows / blocks);
-            // The panel's first pass streams it in; the others find it in cache.
-            let stream = first == 0 && i == 0;
+            let pass = first / COLS * blocks + i;
+            let stream = Fetch::new(next, k_blocks, pass, passes);
             // SAFETY: rows r..end and this group's columns lie inside the operands.
             unsafe {
                 let (a, b, p) = (a.add(r * lda), panel.add(b), out.add(r * 32 + col));
@@ -184,11 +189,10 @@ unsafe fn panel<V: Lanes>(
 
 /// `R` rows against two column-vectors over `blocks` K blocks: the vectors' words start at `b`
 /// (blocks `BLOCK_ELEMS` apart, the second vector `LANES` columns on), the sums go to `p`
-/// (rows 32 apart). With `stream`, `b` is the panel's start and the loop requests the panel's
-/// lines ahead of itself ([`super::stream_ahead`]).
+/// (rows 32 apart); `stream` says what the loop requests ahead of itself ([`super::Fetch`]).
 #[inline(always)]
 unsafe fn block<V: Lanes, const R: usize>(
-    stream: bool,
+    stream: Fetch,
     a: *const f32,
     lda: usize,
     b: *const bf16,
@@ -208,9 +212,7 @@ unsafe fn block<V: Lanes, const R: usize>(
             let b = b.add(kb * BLOCK_ELEMS);
             let a = a.add(kb * 32);
             for pair in 0..16 {
-                if stream {
-                    stream_ahead(b, pair);
-                }
+                stream.step(b, kb, pair);
                 let (even0, odd0) = V::pairs(b.add(pair * 32));
                 let (even1, odd1) = V::pairs(b.add(pair * 32 + next));
                 for (m, acc) in acc.iter_mut().enumerate() {
@@ -244,7 +246,7 @@ macro_rules! block_by_height {
         #[inline(always)]
         unsafe fn block(
             rows: usize,
-            stream: bool,
+            stream: crate::gemm::Fetch,
             a: *const f32,
             lda: usize,
             b: *const bf16,
@@ -341,7 +343,7 @@ mod x86 {
             #[inline(never)]
             #[target_feature(enable = $features)]
             unsafe fn $name<V: Lanes, const R: usize>(
-                stream: bool,
+                stream: crate::gemm::Fetch,
                 a: *const f32,
                 lda: usize,
                 b: *const bf16,

@@ -139,13 +139,19 @@ impl Fetch {
     }
 }
 
-/// Asks for the cache line holding `p` to be brought into L2 (and not L1).
+/// Where [`request`] asks for a line to go, numbered as x86's prefetch hints number them
+/// (`_MM_HINT_T0`, `_MM_HINT_T1`, `_MM_HINT_ET0`).
+const INTO_L1: i32 = 3;
+const INTO_L2: i32 = 2;
+const INTO_L1_FOR_WRITING: i32 = 7;
+
+/// Asks for the cache line holding `p` to be brought where `HINT` says.
 #[inline(always)]
-pub(crate) fn prefetch_l2(p: *const i8) {
+fn request<const HINT: i32>(p: *const i8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; it never faults, whatever the address.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p);
+        std::arch::x86_64::_mm_prefetch::<HINT>(p);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
@@ -154,25 +160,19 @@ pub(crate) fn prefetch_l2(p: *const i8) {
 /// Asks for the cache line holding `p` to be brought into L1.
 #[inline(always)]
 pub(crate) fn prefetch(p: *const i8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    request::<INTO_L1>(p);
+}
+
+/// Asks for the cache line holding `p` to be brought into L2 (and not L1).
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const i8) {
+    request::<INTO_L2>(p);
 }
 
 /// Asks for the cache line holding `p` in L1, owned for writing.
 #[inline(always)]
 pub(crate) fn prefetch_write(p: *const i8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    request::<INTO_L1_FOR_WRITING>(p);
 }
 
 /// The cells a block of the sink will write, as lines to request ahead of it: `lines` cache

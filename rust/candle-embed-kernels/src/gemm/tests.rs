@@ -182,6 +182,16 @@ fn fused_silu_mul_matches_the_unfused_formula() {
 
 /// Tasks cover the rows once, in order, from 32-row block boundaries, within the cache bound,
 /// a multiple of the threads where there are blocks enough, and within a block of each other.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn request_levels_are_the_x86_hints() {
+    use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _MM_HINT_T1};
+    assert_eq!(
+        (INTO_L1, INTO_L2, INTO_L1_FOR_WRITING),
+        (_MM_HINT_T0, _MM_HINT_T1, _MM_HINT_ET0)
+    );
+}
+
 #[test]
 fn fetch_shares_cover_the_next_panel_once() {
     let next = [0u8; 64];

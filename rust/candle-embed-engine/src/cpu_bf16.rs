@@ -456,12 +456,6 @@ impl Model {
 
 impl Decoder for Model {
     fn forward(&self, batch: &PackedBatch) -> Result<Pooled> {
-        // The pass runs on one of rayon's threads, which then takes part in each parallel step
-        // and hands the next one out itself. Called from outside the pool, every step (seven or
-        // eight a layer) was a round trip through the kernel: the caller posting the work,
-        // waking a worker and sleeping until woken again. A 16-token query's pass: 42.5-45.2 ms
-        // before, 38.5-43.9 after, in alternating runs (`profile_bf16 --query 16`, AMD EPYC
-        // Zen 4); the corpus unchanged.
-        Ok(rayon::scope(|_| self.pooled(batch)))
+        Ok(crate::decoder::on_cpu_pool(|| self.pooled(batch)))
     }
 }

@@ -463,13 +463,9 @@ impl Model {
 impl Decoder for Model {
     fn forward(&self, batch: &PackedBatch) -> crate::Result<Pooled> {
         let pass = || Pooled::from_tensor(&self.pooled_states(batch)?);
-        // On CPU the pass runs on one of rayon's threads, as the bf16 one does (see
-        // `cpu_bf16`): candle's matmul then hands its parallel work out from inside the pool
-        // instead of posting it from outside and sleeping until it is done. A 12-token query
-        // 266.8 -> 245.6 ms p50 and 48 texts 1.04-1.19x in alternating calls (AMD EPYC Zen 4).
         // GPU passes stay on the caller's thread, where its CUDA context is current.
         if self.device.is_cpu() {
-            Ok(rayon::scope(|_| pass())?)
+            Ok(crate::decoder::on_cpu_pool(pass)?)
         } else {
             Ok(pass()?)
         }

@@ -180,8 +180,6 @@ fn fused_silu_mul_matches_the_unfused_formula() {
     }
 }
 
-/// Tasks cover the rows once, in order, from 32-row block boundaries, within the cache bound,
-/// a multiple of the threads where there are blocks enough, and within a block of each other.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn request_levels_are_the_x86_hints() {
@@ -192,6 +190,8 @@ fn request_levels_are_the_x86_hints() {
     );
 }
 
+/// The passes over a panel request every line of the next one, once; large tasks and a task's
+/// last panel request none.
 #[test]
 fn fetch_shares_cover_the_next_panel_once() {
     let next = [0u8; 64];
@@ -230,6 +230,8 @@ fn fetch_shares_cover_the_next_panel_once() {
     }
 }
 
+/// Tasks cover the rows once, in order, from 32-row block boundaries, within the cache bound,
+/// a multiple of the threads where there are blocks enough, and within a block of each other.
 #[test]
 fn row_ranges_are_even_whole_blocks() {
     let cases = [

@@ -164,16 +164,15 @@ unsafe fn panel<V: Lanes>(
     k_blocks: usize,
     out: *mut f32,
 ) {
-    let groups = vectors::<V>() / COLS;
-    let passes = groups * rows.div_ceil(V::ROWS);
+    // As few blocks as `V::ROWS` allows, their rows shared out evenly: 16 rows of AVX2 go as
+    // 4 × 4, not 5 + 5 + 5 + 1, whose last block would read the panel for a fifth of the work.
+    // A row's sums do not depend on its block, so neither do its bits.
+    let blocks = rows.div_ceil(V::ROWS);
+    let passes = vectors::<V>() / COLS * blocks;
     for first in (0..vectors::<V>()).step_by(COLS) {
         let col = first * V::LANES;
         // The word of column `col` in a block's first pair.
         let b = (col / 16) * TILE_ELEMS + (col % 16) * 2;
-        // As few blocks as `V::ROWS` allows, their rows shared out evenly: 16 rows of AVX2
-        // go as 4 × 4, not 5 + 5 + 5 + 1, whose last block would read the panel for a fifth
-        // of the work. A row's sums do not depend on its block, so neither do its bits.
-        let blocks = rows.div_ceil(V::ROWS);
         for i in 0..blocks {
             let (r, end) = (i * rows / blocks, (i + 1) * rows / blocks);
             let pass = first / COLS * blocks + i;

@@ -113,9 +113,7 @@ impl Fetch {
     /// lost 10–15% at 8 and 16 rows, all to L2 4–15% at 32.
     #[inline(always)]
     pub(crate) fn step(self, block: *const bf16, kb: usize, pair: usize) {
-        if self.own {
-            stream_ahead(block, pair);
-        }
+        self.step_beside(block, pair);
         let [first, second] = self.next_lines(kb, pair);
         if let Some(line) = first {
             if self.per_block <= 8 {
@@ -126,6 +124,15 @@ impl Fetch {
         }
         if let Some(line) = second {
             prefetch_l2(line);
+        }
+    }
+
+    /// The requests for a second panel read beside the first in the same pass: its own lines
+    /// ahead on the first pass, no share of another.
+    #[inline(always)]
+    pub(crate) fn step_beside(self, block: *const bf16, pair: usize) {
+        if self.own {
+            stream_ahead(block, pair);
         }
     }
 

@@ -147,35 +147,50 @@ fn fused_silu_mul_matches_the_unfused_formula() {
             (70, 48, 1024),
         ];
         for &(m, inter, k) in &shapes {
-            let a_vals = values(m * k, 3);
-            let (gate, up) = (values(inter * k, 4), values(inter * k, 5));
-            let a =
-                BfMatrix::from_f32(&a_vals.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, k);
-            let w = PackedWeight::gate_up(&gate, &up, inter, k);
-            let mut out = BfMatrix::default();
-            let sink_out = |out: &mut BfMatrix| Sink::SiluMul {
-                out: out.padded_mut().as_mut_ptr(),
-                ldo: out.stride(),
-                n_out: inter,
-            };
-            out.reset(m, inter);
-            run_into(kernel, &a, &w, sink_out(&mut out));
-            let (g, u) = (
-                f64_reference(&a_vals, &gate, m, inter, k),
-                f64_reference(&a_vals, &up, m, inter, k),
+            check_silu_mul(kernel, m, inter, k);
+        }
+    }
+    // One task of 70 rows: AVX512-BF16 pairs the panels (5: two pairs and one left over; 3:
+    // a pair and one, whose outputs end at 40).
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    one_thread.install(|| {
+        for kernel in kernels().into_iter().filter(|k| *k != Kernel::SoftAmx) {
+            check_silu_mul(kernel, 70, 80, 96);
+            check_silu_mul(kernel, 70, 40, 96);
+        }
+    });
+}
+
+fn check_silu_mul(kernel: Kernel, m: usize, inter: usize, k: usize) {
+    let a_vals = values(m * k, 3);
+    let (gate, up) = (values(inter * k, 4), values(inter * k, 5));
+    let a = BfMatrix::from_f32(&a_vals.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, k);
+    let w = PackedWeight::gate_up(&gate, &up, inter, k);
+    let mut out = BfMatrix::default();
+    out.reset(m, inter);
+    let sink = Sink::SiluMul {
+        out: out.padded_mut().as_mut_ptr(),
+        ldo: out.stride(),
+        n_out: inter,
+    };
+    run_into(kernel, &a, &w, sink);
+    let (g, u) = (
+        f64_reference(&a_vals, &gate, m, inter, k),
+        f64_reference(&a_vals, &up, m, inter, k),
+    );
+    for i in 0..m {
+        for j in 0..inter {
+            let (gv, uv) = (g[i * inter + j], u[i * inter + j]);
+            let want = gv / (1.0 + (-gv).exp()) * uv;
+            let got = f64::from(out.row(i)[j].to_f32());
+            // One bf16 rounding (2^-9 relative) plus f32 sums: 2^-8 of the value.
+            assert!(
+                (got - want).abs() <= want.abs() / 256.0 + 1e-5,
+                "{kernel:?} {m}×{inter}×{k} ({i}, {j}): {got} vs {want}"
             );
-            for i in 0..m {
-                for j in 0..inter {
-                    let (gv, uv) = (g[i * inter + j], u[i * inter + j]);
-                    let want = gv / (1.0 + (-gv).exp()) * uv;
-                    let got = f64::from(out.row(i)[j].to_f32());
-                    // One bf16 rounding (2^-9 relative) plus f32 sums: 2^-8 of the value.
-                    assert!(
-                        (got - want).abs() <= want.abs() / 256.0 + 1e-5,
-                        "{kernel:?} ({i}, {j}): {got} vs {want}"
-                    );
-                }
-            }
         }
     }
 }
@@ -294,6 +309,46 @@ fn rows_do_not_depend_on_their_neighbours() {
         run(kernel, &batch, &w, &mut c2, n, false);
         assert_eq!(c1, c2[50 * n..51 * n], "{kernel:?}");
     }
+}
+
+/// Tasks too large to request the next panel ahead take their panels two at a time on
+/// AVX512-BF16: on one thread, 70 rows are one task of 9 eight-row passes. Pairs with a full
+/// and a ragged second panel, a panel left over, accumulation, the fused epilogue, and each
+/// row the same bits as when it is computed alone.
+#[test]
+fn large_tasks_pair_their_panels() {
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let (m, k): (usize, usize) = (70, 96);
+    assert!(m.div_ceil(8) > MAX_FETCH_PASSES && row_chunk(Kernel::Avx512Bf16, k) >= m);
+    one_thread.install(|| {
+        for kernel in kernels().into_iter().filter(|k| *k != Kernel::SoftAmx) {
+            for n in [180, 200] {
+                check(kernel, m, n, k, false);
+                check(kernel, m, n, k, true);
+                let (a_vals, w_vals) = (values(m * k, 31), values(n * k, 32));
+                let a_f32: Vec<f32> = a_vals.iter().map(|v| v.to_f32()).collect();
+                let w = PackedWeight::new(&w_vals, n, k);
+                let mut batch = vec![0f32; m * n];
+                run(
+                    kernel,
+                    &BfMatrix::from_f32(&a_f32, m, k),
+                    &w,
+                    &mut batch,
+                    n,
+                    false,
+                );
+                for i in [0, 5, 6, 50, 69] {
+                    let alone = BfMatrix::from_f32(&a_f32[i * k..(i + 1) * k], 1, k);
+                    let mut c = vec![0f32; n];
+                    run(kernel, &alone, &w, &mut c, n, false);
+                    assert_eq!(c, batch[i * n..(i + 1) * n], "{kernel:?} n = {n}, row {i}");
+                }
+            }
+        }
+    });
 }
 
 /// `Σ_k a·w` one f32 FMA at a time in K order: the arithmetic the widened kernels promise.

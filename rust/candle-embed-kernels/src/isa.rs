@@ -74,6 +74,9 @@ pub(crate) enum Kernel {
     #[cfg(test)]
     SoftAmx,
     Avx512Bf16,
+    /// The AVX512-BF16 GEMM loop on a 16-lane software model of `vdpbf16ps` (tests only).
+    #[cfg(test)]
+    SoftAvx512Bf16,
     Avx512,
     /// The AVX-512F GEMM loop on a 16-lane software model (tests only).
     #[cfg(test)]

@@ -92,7 +92,9 @@ impl Job<'_> {
             Kernel::Reference => self.run_with(&mut Reference, task),
             // The lane models are the GEMM's; attention's reference has the same arithmetic.
             #[cfg(test)]
-            Kernel::SoftAvx512 | Kernel::SoftAvx2 => self.run_with(&mut Reference, task),
+            Kernel::SoftAvx512Bf16 | Kernel::SoftAvx512 | Kernel::SoftAvx2 => {
+                self.run_with(&mut Reference, task);
+            }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 // SAFETY: `attend` checked AVX2 and FMA.

@@ -20,7 +20,6 @@ use crate::matrix::{BfMatrix, BLOCK};
 use crate::pack::PackedWeight;
 
 mod amx;
-#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod reference;
 #[cfg(test)]
@@ -513,7 +512,9 @@ unsafe fn rectangle(
                 );
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Bf16 => avx512::rows(a, w, sink, rows, panels),
+            Kernel::Avx512Bf16 => avx512::avx512bf16_rows(a, w, sink, rows, panels),
+            #[cfg(test)]
+            Kernel::SoftAvx512Bf16 => avx512::rows::<avx512::Soft>(a, w, sink, rows, panels),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
             #[cfg(target_arch = "x86_64")]

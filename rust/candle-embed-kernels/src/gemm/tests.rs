@@ -14,6 +14,7 @@ fn kernels() -> Vec<Kernel> {
     let mut all = vec![
         Kernel::Reference,
         Kernel::SoftAmx,
+        Kernel::SoftAvx512Bf16,
         Kernel::SoftAvx512,
         Kernel::SoftAvx2,
     ];
@@ -132,6 +133,40 @@ fn software_tiles_match_the_hardware() {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     assert!(worst <= 1e-5, "hardware and model differ by {worst}");
+}
+
+/// The `vdpbf16ps` lane model and the hardware give the same bits, single panels and pairs,
+/// with and without accumulation.
+#[test]
+fn software_bf16_lanes_match_the_hardware() {
+    if !Isa::Avx512Bf16.is_supported() {
+        return;
+    }
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for (m, n, k) in [(1, 40, 64), (13, 70, 96), (70, 180, 96), (100, 64, 1024)] {
+        let a_f32: Vec<f32> = values(m * k, 41).iter().map(|v| v.to_f32()).collect();
+        let a = BfMatrix::from_f32(&a_f32, m, k);
+        let w = PackedWeight::new(&values(n * k, 42), n, k);
+        for accumulate in [false, true] {
+            let start: Vec<f32> = (0..m * n).map(|i| (i % 5) as f32 - 2.0).collect();
+            let (mut hw, mut soft) = (start.clone(), start);
+            one_thread.install(|| {
+                run(Kernel::Avx512Bf16, &a, &w, &mut hw, n, accumulate);
+                run(Kernel::SoftAvx512Bf16, &a, &w, &mut soft, n, accumulate);
+            });
+            let same = hw
+                .iter()
+                .zip(&soft)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "{m}×{n}×{k}, accumulate {accumulate}: model and hardware differ"
+            );
+        }
+    }
 }
 
 #[test]

@@ -11,9 +11,10 @@
 //! vectors and the broadcast fill 29 of the 32 registers. Each broadcast of A then feeds four
 //! `vdpbf16ps` instead of two: a K pair takes 10 loads and about 44 instructions for 24 of them,
 //! where one panel took 10 loads and about 45 instructions for 16. That matters where the CPU
-//! retires two 512-bit `vdpbf16ps` a cycle. On AMD Zen 5 (`examples/gemm_gflops.rs`, alternating
-//! calls) both loops ran 930–970 GFLOP/s up to 512 rows, near the 940–960 peak, but at 2,048
-//! rows q/k/v and gate/up ran 1.09–1.20× faster paired, and the 0.6B corpus 1.01–1.10×.
+//! retires two 512-bit `vdpbf16ps` a cycle. On AMD Zen 5 (the 0.6B GEMMs over weights in cache,
+//! the two loops alternating in one process) both ran 930–970 GFLOP/s up to 512 rows, at the
+//! `vdpbf16ps` peak, but at 2,048 rows q/k/v and gate/up ran 1.09–1.20× faster paired, and the
+//! 0.6B corpus 1.01–1.10× (`examples/profile_bf16.rs`, six alternating pairs).
 
 use std::ops::Range;
 

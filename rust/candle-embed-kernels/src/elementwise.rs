@@ -112,11 +112,7 @@ unsafe fn silu_mul_block_avx512(
     use std::arch::x86_64::{
         __m256i, _mm256_mask_storeu_epi16, _mm512_cvtneps_pbh, _mm512_loadu_ps,
     };
-    let mask = if count >= 16 {
-        u16::MAX
-    } else {
-        (1u16 << count) - 1
-    };
+    let mask = crate::first_lanes(count);
     let mut act = [0f32; 16];
     for i in 0..rows {
         let row = &block[i * 32..i * 32 + 32];

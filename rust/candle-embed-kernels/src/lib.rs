@@ -42,6 +42,17 @@ pub use isa::{Isa, Selection, KERNEL_ENV};
 pub use matrix::{f32_to_bf16, BfMatrix, BLOCK};
 pub use pack::PackedWeight;
 
+/// The mask of the first `n` of 16 lanes (all of them from 16 on): the masked loads and stores
+/// of a row's last, partial register.
+#[inline(always)]
+pub(crate) fn first_lanes(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
 /// Deterministic test data: values in [-1, 1) from a 64-bit LCG, one stream per seed.
 #[cfg(test)]
 pub(crate) fn test_values(count: usize, seed: u64) -> Vec<f32> {

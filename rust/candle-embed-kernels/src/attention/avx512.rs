@@ -185,7 +185,7 @@ pub(super) fn softmax(pass: &mut Pass<'_>, scores: &[f32], probs: &mut [bf16], a
     };
     for group in (0..rows).step_by(16) {
         let n = (rows - group).min(16);
-        let lanes = if n == 16 { u16::MAX } else { (1u16 << n) - 1 };
+        let lanes = crate::first_lanes(n);
         let mut top = [f32::NEG_INFINITY; 16];
         for i in 0..n {
             let r = group + i;

@@ -438,12 +438,7 @@ mod x86 {
 
         #[inline(always)]
         fn below(self, first: usize, valid: usize, other: Self) -> Self {
-            let kept = valid.saturating_sub(first).min(16);
-            let keep = if kept == 16 {
-                u16::MAX
-            } else {
-                (1u16 << kept) - 1
-            };
+            let keep = crate::first_lanes(valid.saturating_sub(first));
             // SAFETY: as above.
             Self(unsafe { _mm512_mask_mov_ps(other.0, keep, self.0) })
         }

@@ -122,6 +122,9 @@ const MAX_ROWS: usize = 8;
 /// Most rows a block of two panels handles.
 const PAIRED_ROWS: usize = 6;
 
+// The scratch block, sized for two panels of `PAIRED_ROWS`, also holds one of `MAX_ROWS`.
+const _: () = assert!(2 * PAIRED_ROWS >= MAX_ROWS);
+
 /// One row block's inputs: A's rows from `a`, `lda` apart, against the panel at `first` and,
 /// in a block of two, the one after it; the last panel has `last_cols` valid columns. `stream`
 /// goes with the first panel ([`Fetch`]).
@@ -343,11 +346,7 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn store(self, p: *mut f32, valid: usize, accumulate: bool) {
-            let mask = if valid >= 16 {
-                u16::MAX
-            } else {
-                (1u16 << valid) - 1
-            };
+            let mask = crate::first_lanes(valid);
             // SAFETY: per the trait's contract; the mask keeps to the `valid` lanes.
             unsafe {
                 let mut v = self.0;

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// Runs `f` on a pool of one thread, so that a GEMM's rows make a single task.
+fn on_one_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 fn values(count: usize, seed: u64) -> Vec<bf16> {
     crate::test_values(count, seed)
         .into_iter()
@@ -142,10 +151,6 @@ fn software_bf16_lanes_match_the_hardware() {
     if !Isa::Avx512Bf16.is_supported() {
         return;
     }
-    let one_thread = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
     for (m, n, k) in [(1, 40, 64), (13, 70, 96), (70, 180, 96), (100, 64, 1024)] {
         let a_f32: Vec<f32> = values(m * k, 41).iter().map(|v| v.to_f32()).collect();
         let a = BfMatrix::from_f32(&a_f32, m, k);
@@ -153,7 +158,7 @@ fn software_bf16_lanes_match_the_hardware() {
         for accumulate in [false, true] {
             let start: Vec<f32> = (0..m * n).map(|i| (i % 5) as f32 - 2.0).collect();
             let (mut hw, mut soft) = (start.clone(), start);
-            one_thread.install(|| {
+            on_one_thread(|| {
                 run(Kernel::Avx512Bf16, &a, &w, &mut hw, n, accumulate);
                 run(Kernel::SoftAvx512Bf16, &a, &w, &mut soft, n, accumulate);
             });
@@ -187,11 +192,7 @@ fn fused_silu_mul_matches_the_unfused_formula() {
     }
     // One task of 70 rows: AVX512-BF16 pairs the panels (5: two pairs and one left over; 3:
     // a pair and one, whose outputs end at 40).
-    let one_thread = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    one_thread.install(|| {
+    on_one_thread(|| {
         for kernel in kernels().into_iter().filter(|k| *k != Kernel::SoftAmx) {
             check_silu_mul(kernel, 70, 80, 96);
             check_silu_mul(kernel, 70, 40, 96);
@@ -352,13 +353,9 @@ fn rows_do_not_depend_on_their_neighbours() {
 /// row the same bits as when it is computed alone.
 #[test]
 fn large_tasks_pair_their_panels() {
-    let one_thread = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
     let (m, k): (usize, usize) = (70, 96);
     assert!(m.div_ceil(8) > MAX_FETCH_PASSES && row_chunk(Kernel::Avx512Bf16, k) >= m);
-    one_thread.install(|| {
+    on_one_thread(|| {
         for kernel in kernels().into_iter().filter(|k| *k != Kernel::SoftAmx) {
             for n in [180, 200] {
                 check(kernel, m, n, k, false);

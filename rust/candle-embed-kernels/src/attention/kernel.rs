@@ -11,6 +11,11 @@ pub(super) trait PassKernel {
     const BLOCKS: usize = 1;
     fn pass(&mut self, pass: &mut Pass<'_>);
 
+    /// Called with the K and V of the key blocks the next passes read (each pass until the next
+    /// call gets these same blocks), `dp` elements a row: a kernel may convert them here once for
+    /// all the query rows of the task instead of in every pass.
+    fn key_blocks(&mut self, _k: [&[u32]; 2], _v: [&[u32]; 2], _dp: usize) {}
+
     /// `dst = bf16(o · inv)`: a finished output row.
     fn finish(&self, o: &[f32], inv: f32, dst: &mut [bf16]) {
         for (d, o) in dst.iter_mut().zip(o) {

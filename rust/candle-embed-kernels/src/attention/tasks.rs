@@ -158,6 +158,7 @@ impl Job<'_> {
         for b in (0..task.block + blocks).step_by(K::BLOCKS) {
             let first_key = b * KEYS;
             let (k, v) = self.key_blocks::<K>(task, b);
+            kernel.key_blocks(k, v, dp);
             // Query blocks before key block b see none of it.
             for qb in b.saturating_sub(task.block)..blocks {
                 let (queries, _, _) = self.packed.block(task.seq, task.block + qb, task.head);

@@ -3,10 +3,14 @@
 //! [`Wide`], it runs as AVX2 (8 lanes) and as AVX-512F (16 lanes, Skylake to Ice Lake Xeons).
 //!
 //! A packed K or V word is a bf16 pair; shifting it left by 16 gives the even element as f32 and
-//! masking off the low half the odd one. Every product in the two matrix products is of two bf16
-//! values, exact in f32, so a fused multiply-add rounds exactly where the reference's separate
-//! multiply and add do; the softmax's own steps (`exp2`, the rescaling by `alpha`) keep the
-//! reference's operations one for one. Lanes never meet except in the row maximum, which is
+//! masking off the low half the odd one. Each key block's K and V are widened so once, when a
+//! task reaches the block ([`PassKernel::key_blocks`]), and a pass's 8 query rows when it starts:
+//! the products then load f32 and broadcast a query or probability from memory, where splitting
+//! pairs in every pass cost up to 3 instructions per 4 multiply-adds (and on Intel cores the
+//! shifts share the multiply-adds' ports). Every product in the two matrix products is of two
+//! bf16 values, exact in f32, so a fused multiply-add rounds exactly where the reference's
+//! separate multiply and add do; the softmax's own steps (`exp2`, the rescaling by `alpha`) keep
+//! the reference's operations one for one. Lanes never meet except in the row maximum, which is
 //! exact in any order, so the lane count does not change a bit.
 
 use super::kernel::{exp2, Pass, PassKernel};
@@ -14,11 +18,11 @@ use super::{KEYS, LANES};
 
 /// Query rows per pass.
 const ROWS: usize = 8;
-/// Rows whose scores are summed together, sharing each K register.
-const ROW_GROUP: usize = 2;
 /// Registers of 32 keys (or 32 output sums) at the narrowest lanes, 8: the arrays below hold
 /// this many and use `KEYS / W::LANES` of them.
 const MAX_VECS: usize = KEYS / 8;
+/// The most [`Wide::OUT_VECS`].
+const MAX_OUT_VECS: usize = 2;
 
 /// An f32 SIMD register as this kernel uses it.
 ///
@@ -33,77 +37,159 @@ pub(super) unsafe trait Wide: Copy {
     unsafe fn store(self, p: *mut f32);
     /// `LANES` packed bf16 pairs at `p`: their even and their odd elements, as f32.
     unsafe fn pairs(p: *const u32) -> (Self, Self);
-    /// One packed pair in every lane, split as [`Wide::pairs`].
-    fn splat_pair(word: u32) -> (Self, Self);
     /// `self + a·b`, rounded once.
     fn fma(self, a: Self, b: Self) -> Self;
     fn add(self, b: Self) -> Self;
     fn mul(self, b: Self) -> Self;
+    fn max(self, b: Self) -> Self;
+    /// The largest lane (exact in any order, as every lane is a number or -inf).
+    fn reduce_max(self) -> f32;
     /// Lane `i` of `self` where `first + i < valid`, of `other` elsewhere.
     fn below(self, first: usize, valid: usize, other: Self) -> Self;
     /// The scalar [`exp2`], lane by lane.
     fn exp2(self) -> Self;
     /// Rounds finite f32 to the nearest bf16 (ties to even) and back, as `bf16::from_f32` does.
     fn round_to_bf16(self) -> Self;
+    /// Query rows whose scores are summed together, sharing each K register, and registers of
+    /// output sums per row in P·V. AVX-512's 32 registers hold 16 sums besides what feeds them:
+    /// 8 rows × 2 registers of 16 keys or outputs. AVX2's 16 hold 8: 2 rows × 4 registers of 8
+    /// keys, 8 rows × 1 register of outputs.
+    const SCORE_ROWS: usize;
+    const OUT_VECS: usize;
     /// [`pass`] over these lanes, compiled with their instructions enabled: the generic body
     /// inlined into a function of each instruction set.
     ///
     /// # Safety
-    /// The CPU has the instructions; `pass` passed [`Pass::check`] for 8 rows.
-    unsafe fn pass(pass: &mut Pass<'_>);
+    /// The CPU has the instructions; `pass` passed [`Pass::check`] for 8 rows; `block` is the
+    /// pass's key block widened, and `queries` has room for 8 rows of dp.
+    unsafe fn pass(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]);
+    /// [`widen`] over these lanes, compiled as [`Wide::pass`].
+    ///
+    /// # Safety
+    /// The CPU has the instructions; `words` is whole rows of `width` words, a multiple of
+    /// `LANES`, and `wide` twice as long.
+    unsafe fn widen(words: &[u32], width: usize, wide: &mut [f32]);
+}
+
+/// A key block widened to f32 (see [`widen`]).
+#[derive(Clone, Copy)]
+pub(super) struct Block<'a> {
+    /// `dp × 32`: row `d` holds element `d` of the 32 keys.
+    keys: &'a [f32],
+    /// `32 × dp`: row `t` holds the values of key `t`.
+    values: &'a [f32],
 }
 
 /// The kernel over `W`'s registers; only made where the CPU has them.
-pub(super) struct Widened<W: Wide>(std::marker::PhantomData<W>);
+pub(super) struct Widened<W: Wide> {
+    /// The current key block widened, as in [`Block`].
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    /// A pass's query rows as f32, `8 × dp`.
+    queries: Vec<f32>,
+    lanes: std::marker::PhantomData<W>,
+}
 
 impl<W: Wide> Widened<W> {
     /// # Safety
     /// The CPU has `W`'s instructions.
     pub(super) unsafe fn new() -> Self {
-        Self(std::marker::PhantomData)
+        Self {
+            keys: Vec::new(),
+            values: Vec::new(),
+            queries: Vec::new(),
+            lanes: std::marker::PhantomData,
+        }
     }
 }
 
 impl<W: Wide> PassKernel for Widened<W> {
     const ROWS: usize = ROWS;
 
+    fn key_blocks(&mut self, k: [&[u32]; 2], v: [&[u32]; 2], dp: usize) {
+        let words = KEYS * dp / 2;
+        assert!(dp.is_multiple_of(32) && k[0].len() == words && v[0].len() == words);
+        self.keys.resize(2 * words, 0.0);
+        self.values.resize(2 * words, 0.0);
+        // SAFETY: construction vouched for the CPU; the sizes were checked.
+        unsafe {
+            W::widen(k[0], KEYS, &mut self.keys);
+            W::widen(v[0], dp, &mut self.values);
+        }
+    }
+
     fn pass(&mut self, pass: &mut Pass<'_>) {
         pass.check(ROWS);
-        // SAFETY: construction vouched for the CPU; the pass was checked.
-        unsafe { W::pass(pass) }
+        let size = KEYS * pass.dp;
+        assert!(
+            self.keys.len() == size && self.values.len() == size,
+            "a pass before its key block"
+        );
+        self.queries.resize(ROWS * pass.dp, 0.0);
+        let block = Block {
+            keys: &self.keys,
+            values: &self.values,
+        };
+        // SAFETY: construction vouched for the CPU; the pass and the buffers were checked.
+        unsafe { W::pass(pass, block, &mut self.queries) }
+    }
+}
+
+/// Rows of packed pairs (`width` words a row) widened into twice as many rows of f32: row `i`'s
+/// even elements become row `2i`, its odd ones row `2i + 1`. For K (`dp/2 × 32` key pairs) that
+/// is `dp × 32`, a row per element; for V (`16 × dp` pairs of keys), `32 × dp`, a row per key.
+///
+/// # Safety
+/// As [`Wide::widen`].
+#[inline(always)]
+unsafe fn widen<W: Wide>(words: &[u32], width: usize, wide: &mut [f32]) {
+    let (src, dst) = (words.as_ptr(), wide.as_mut_ptr());
+    for row in 0..words.len() / width {
+        for at in (row * width..(row + 1) * width).step_by(W::LANES) {
+            // SAFETY: `at` starts a register inside row `row`; rows 2·row and 2·row + 1 of
+            // `wide`, twice the words' length, hold its halves.
+            unsafe {
+                let (even, odd) = W::pairs(src.add(at));
+                even.store(dst.add(at + row * width));
+                odd.store(dst.add(at + row * width + width));
+            }
+        }
     }
 }
 
 /// # Safety
 /// As [`Wide::pass`].
 #[inline(always)]
-unsafe fn pass<W: Wide>(pass: &mut Pass<'_>) {
+unsafe fn pass<W: Wide>(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]) {
     let vecs = KEYS / W::LANES;
-    let (q, k, dp) = (pass.q.as_ptr(), pass.k[0].as_ptr(), pass.dp);
+    let dp = pass.dp;
+    // The rows' queries as f32, each broadcast from memory in the products below.
+    for (r, row) in queries.chunks_exact_mut(dp).enumerate() {
+        let src = &pass.q[r * pass.q_stride..][..dp];
+        for (d, s) in row.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        }
+    }
+    let (q, k) = (queries.as_ptr(), block.keys.as_ptr());
     let mut scores = [[W::zero(); MAX_VECS]; ROWS];
-    for group in (0..ROWS).step_by(ROW_GROUP) {
-        let mut s = [[W::zero(); MAX_VECS]; ROW_GROUP];
+    for group in (0..ROWS).step_by(W::SCORE_ROWS) {
+        let mut s = [[W::zero(); MAX_VECS]; ROWS];
         for pair in 0..dp / 2 {
-            // SAFETY: pair < dp/2 and the rows are < 8, inside the checked Q rows and K block.
-            unsafe {
-                let mut qs = [(W::zero(), W::zero()); ROW_GROUP];
-                for (r, qs) in qs.iter_mut().enumerate() {
-                    let word = q
-                        .add((group + r) * pass.q_stride + 2 * pair)
-                        .cast::<u32>()
-                        .read_unaligned();
-                    *qs = W::splat_pair(word);
-                }
+            // The reference's order: each pair's odd product, then its even one.
+            for d in [2 * pair + 1, 2 * pair] {
                 for g in 0..vecs {
-                    let (even, odd) = W::pairs(k.add(pair * KEYS + W::LANES * g));
-                    for (s, &(q_even, q_odd)) in s.iter_mut().zip(&qs) {
-                        s[g] = s[g].fma(q_odd, odd);
-                        s[g] = s[g].fma(q_even, even);
+                    // SAFETY: d < dp, and g and the rows index inside the checked 8 × dp
+                    // queries and dp × 32 keys.
+                    unsafe {
+                        let key = W::load(k.add(d * KEYS + W::LANES * g));
+                        for (r, s) in s.iter_mut().take(W::SCORE_ROWS).enumerate() {
+                            s[g] = s[g].fma(W::splat(*q.add((group + r) * dp + d)), key);
+                        }
                     }
                 }
             }
         }
-        scores[group..group + ROW_GROUP].copy_from_slice(&s);
+        scores[group..group + W::SCORE_ROWS].copy_from_slice(&s[..W::SCORE_ROWS]);
     }
     let mut probs = [[0f32; KEYS]; ROWS];
     let mut alpha = [0f32; ROWS];
@@ -112,7 +198,7 @@ unsafe fn pass<W: Wide>(pass: &mut Pass<'_>) {
         alpha[r] = unsafe { softmax_row::<W>(pass, r, scores, &mut probs[r]) };
     }
     // SAFETY: as checked.
-    unsafe { add_pv::<W>(pass, &probs, &alpha) };
+    unsafe { add_pv::<W>(pass, block.values, &probs, &alpha) };
 }
 
 /// The reference's softmax step for row `r`: its running maximum and sum updated, its
@@ -134,13 +220,12 @@ unsafe fn softmax_row<W: Wide>(
     let c = W::splat(pass.c);
     // Keys past the row's last visible one count as -inf, as the reference never scores them.
     let mut masked = [neg_inf; MAX_VECS];
-    let mut lanes = [0f32; KEYS];
+    let mut top = neg_inf;
     for g in 0..vecs {
         masked[g] = scores[g].below(W::LANES * g, valid, neg_inf);
-        // SAFETY: LANES·g + LANES ≤ 32.
-        unsafe { masked[g].store(lanes.as_mut_ptr().add(W::LANES * g)) };
+        top = top.max(masked[g]);
     }
-    let top = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max) * pass.c;
+    let top = top.reduce_max() * pass.c;
     let m = pass.m[r].max(top);
     let alpha = exp2(pass.m[r] - m);
     pass.m[r] = m;
@@ -174,35 +259,50 @@ unsafe fn softmax_row<W: Wide>(
     alpha
 }
 
-/// `o = o·alpha + P·V` for the pass's rows, a register of output sums per row at a time: each
-/// V word is loaded and split once for all 8 rows (split per row, the shifts and masks kept
-/// pace with the multiply-adds on the same ports).
+/// `o = o·alpha + P·V` for the pass's rows, [`Wide::OUT_VECS`] registers of output sums per row
+/// at a time, each V register loaded once for all 8 rows.
 ///
 /// # Safety
-/// As [`pass`].
+/// As [`pass`], with `values` the block's widened V.
 #[inline(always)]
-unsafe fn add_pv<W: Wide>(pass: &mut Pass<'_>, probs: &[[f32; KEYS]; ROWS], alpha: &[f32; ROWS]) {
-    let (dp, v) = (pass.dp, pass.v[0].as_ptr());
+unsafe fn add_pv<W: Wide>(
+    pass: &mut Pass<'_>,
+    values: &[f32],
+    probs: &[[f32; KEYS]; ROWS],
+    alpha: &[f32; ROWS],
+) {
+    let (dp, v) = (pass.dp, values.as_ptr());
     let o = pass.o.as_mut_ptr();
-    // SAFETY: the rows' dp sums of o lie inside the checked slice; the V block holds 16 key
-    // pairs × dp words.
+    let width = W::LANES * W::OUT_VECS;
+    // SAFETY: the rows' dp sums of o lie inside the checked slice; `values` holds 32 × dp;
+    // dp is a multiple of 32, so of `width`.
     unsafe {
-        for d in (0..dp).step_by(W::LANES) {
-            let mut acc = [W::zero(); ROWS];
+        for d in (0..dp).step_by(width) {
+            let mut acc = [[W::zero(); MAX_OUT_VECS]; ROWS];
             if !pass.first {
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    *acc = W::load(o.add(r * dp + d)).mul(W::splat(alpha[r]));
+                    for (g, acc) in acc.iter_mut().take(W::OUT_VECS).enumerate() {
+                        let at = o.add(r * dp + d + W::LANES * g);
+                        *acc = W::load(at).mul(W::splat(alpha[r]));
+                    }
                 }
             }
             for j in 0..KEYS / 2 {
-                let (even, odd) = W::pairs(v.add(j * dp + d));
-                for (acc, probs) in acc.iter_mut().zip(probs) {
-                    *acc = acc.fma(W::splat(probs[2 * j + 1]), odd);
-                    *acc = acc.fma(W::splat(probs[2 * j]), even);
+                for g in 0..W::OUT_VECS {
+                    let at = d + W::LANES * g;
+                    let even = W::load(v.add(2 * j * dp + at));
+                    let odd = W::load(v.add((2 * j + 1) * dp + at));
+                    // The reference's order: the odd key's product first.
+                    for (acc, probs) in acc.iter_mut().zip(probs) {
+                        acc[g] = acc[g].fma(W::splat(probs[2 * j + 1]), odd);
+                        acc[g] = acc[g].fma(W::splat(probs[2 * j]), even);
+                    }
                 }
             }
             for (r, acc) in acc.iter().enumerate() {
-                acc.store(o.add(r * dp + d));
+                for (g, acc) in acc.iter().take(W::OUT_VECS).enumerate() {
+                    acc.store(o.add(r * dp + d + W::LANES * g));
+                }
             }
         }
     }
@@ -215,18 +315,19 @@ pub(super) use x86::{Avx2, Avx512};
 mod x86 {
     use std::arch::x86_64::{
         __m256, __m256i, __m512, __m512i, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256,
-        _mm256_blendv_ps, _mm256_castps_si256, _mm256_castsi256_ps, _mm256_cmpgt_epi32,
-        _mm256_cvtps_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_max_ps,
-        _mm256_mul_ps, _mm256_round_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32,
-        _mm256_setzero_ps, _mm256_slli_epi32, _mm256_srli_epi32, _mm256_storeu_ps, _mm256_sub_ps,
-        _mm512_add_epi32, _mm512_add_ps, _mm512_and_si512, _mm512_castps_si512,
-        _mm512_castsi512_ps, _mm512_cvtps_epi32, _mm512_fmadd_ps, _mm512_loadu_ps,
-        _mm512_loadu_si512, _mm512_mask_mov_ps, _mm512_max_ps, _mm512_mul_ps, _mm512_roundscale_ps,
-        _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_slli_epi32, _mm512_srli_epi32,
-        _mm512_storeu_ps, _mm512_sub_ps,
+        _mm256_blendv_ps, _mm256_castps256_ps128, _mm256_castps_si256, _mm256_castsi256_ps,
+        _mm256_cmpgt_epi32, _mm256_cvtps_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_loadu_ps, _mm256_loadu_si256, _mm256_max_ps, _mm256_mul_ps, _mm256_round_ps,
+        _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_slli_epi32,
+        _mm256_srli_epi32, _mm256_storeu_ps, _mm256_sub_ps, _mm512_add_epi32, _mm512_add_ps,
+        _mm512_and_si512, _mm512_castps_si512, _mm512_castsi512_ps, _mm512_cvtps_epi32,
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_mov_ps, _mm512_max_ps,
+        _mm512_mul_ps, _mm512_reduce_max_ps, _mm512_roundscale_ps, _mm512_set1_epi32,
+        _mm512_set1_ps, _mm512_setzero_ps, _mm512_slli_epi32, _mm512_srli_epi32, _mm512_storeu_ps,
+        _mm512_sub_ps, _mm_cvtss_f32, _mm_max_ps, _mm_max_ss, _mm_movehdup_ps, _mm_movehl_ps,
     };
 
-    use super::{Pass, Wide};
+    use super::{Block, Pass, Wide};
     use crate::attention::kernel::{EXP2_MIN, EXP2_POLY};
     use crate::gemm::split;
 
@@ -239,6 +340,8 @@ mod x86 {
     // SAFETY: made only where AVX2 and FMA were detected; the pointer contract is the trait's.
     unsafe impl Wide for Avx2 {
         const LANES: usize = 8;
+        const SCORE_ROWS: usize = 2;
+        const OUT_VECS: usize = 1;
 
         #[inline(always)]
         fn zero() -> Self {
@@ -277,18 +380,6 @@ mod x86 {
         }
 
         #[inline(always)]
-        fn splat_pair(word: u32) -> (Self, Self) {
-            // SAFETY: as above.
-            let (even, odd) = unsafe {
-                split(
-                    _mm256_set1_epi32(word as i32),
-                    _mm256_set1_epi32(HIGH as i32),
-                )
-            };
-            (Self(even), Self(odd))
-        }
-
-        #[inline(always)]
         fn fma(self, a: Self, b: Self) -> Self {
             // SAFETY: as above.
             Self(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
@@ -304,6 +395,25 @@ mod x86 {
         fn mul(self, b: Self) -> Self {
             // SAFETY: as above.
             Self(unsafe { _mm256_mul_ps(self.0, b.0) })
+        }
+
+        #[inline(always)]
+        fn max(self, b: Self) -> Self {
+            // SAFETY: as above.
+            Self(unsafe { _mm256_max_ps(self.0, b.0) })
+        }
+
+        #[inline(always)]
+        fn reduce_max(self) -> f32 {
+            // SAFETY: as above.
+            unsafe {
+                let x = _mm_max_ps(
+                    _mm256_castps256_ps128(self.0),
+                    _mm256_extractf128_ps::<1>(self.0),
+                );
+                let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+                _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)))
+            }
         }
 
         #[inline(always)]
@@ -355,9 +465,15 @@ mod x86 {
         }
 
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn pass(pass: &mut Pass<'_>) {
+        unsafe fn pass(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]) {
             // SAFETY: forwarded.
-            unsafe { super::pass::<Self>(pass) }
+            unsafe { super::pass::<Self>(pass, block, queries) }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn widen(words: &[u32], width: usize, wide: &mut [f32]) {
+            // SAFETY: forwarded.
+            unsafe { super::widen::<Self>(words, width, wide) }
         }
     }
 
@@ -379,6 +495,8 @@ mod x86 {
     // SAFETY: made only where AVX-512F was detected; the pointer contract is the trait's.
     unsafe impl Wide for Avx512 {
         const LANES: usize = 16;
+        const SCORE_ROWS: usize = 8;
+        const OUT_VECS: usize = 2;
 
         #[inline(always)]
         fn zero() -> Self {
@@ -412,13 +530,6 @@ mod x86 {
         }
 
         #[inline(always)]
-        fn splat_pair(word: u32) -> (Self, Self) {
-            // SAFETY: as above.
-            let (even, odd) = split512(unsafe { _mm512_set1_epi32(word as i32) });
-            (Self(even), Self(odd))
-        }
-
-        #[inline(always)]
         fn fma(self, a: Self, b: Self) -> Self {
             // SAFETY: as above.
             Self(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
@@ -434,6 +545,18 @@ mod x86 {
         fn mul(self, b: Self) -> Self {
             // SAFETY: as above.
             Self(unsafe { _mm512_mul_ps(self.0, b.0) })
+        }
+
+        #[inline(always)]
+        fn max(self, b: Self) -> Self {
+            // SAFETY: as above.
+            Self(unsafe { _mm512_max_ps(self.0, b.0) })
+        }
+
+        #[inline(always)]
+        fn reduce_max(self) -> f32 {
+            // SAFETY: as above.
+            unsafe { _mm512_reduce_max_ps(self.0) }
         }
 
         #[inline(always)]
@@ -478,9 +601,15 @@ mod x86 {
         }
 
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn pass(pass: &mut Pass<'_>) {
+        unsafe fn pass(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]) {
             // SAFETY: forwarded.
-            unsafe { super::pass::<Self>(pass) }
+            unsafe { super::pass::<Self>(pass, block, queries) }
+        }
+
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn widen(words: &[u32], width: usize, wide: &mut [f32]) {
+            // SAFETY: forwarded.
+            unsafe { super::widen::<Self>(words, width, wide) }
         }
     }
 }

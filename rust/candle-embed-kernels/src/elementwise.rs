@@ -1,22 +1,23 @@
-//! The row-wise f32 steps between the GEMMs, written so the compiler vectorizes them: RMSNorm,
-//! and SiLU(gate)·up with the result rounded to bf16 for the down projection.
+//! The row-wise f32 steps between the GEMMs, written so the compiler vectorizes them, and run at
+//! the widest vectors the CPU has ([`crate::widest`]): RMSNorm, and SiLU(gate)·up with the
+//! result rounded to bf16 for the down projection.
 //!
 //! `exp` is our own (range reduction to 2ⁿ·eʳ, degree-6 polynomial, ~1 ulp): libm's is a scalar
 //! call, and SiLU over `tokens × intermediate` values would otherwise cost as much as a GEMM.
 
 use half::bf16;
 
-use crate::matrix::f32_to_bf16;
+use crate::matrix::{f32_to_bf16, round_bf16};
+use crate::widest::{widest, Width};
 
 /// `x · weight / sqrt(mean(x²) + eps)` in place, as the reference computes it in f32.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::isa::avx512bf16_available() {
-        // SAFETY: the CPU has AVX512F (checked with AVX512-BF16).
-        unsafe { rms_norm_avx512(x, weight, eps) };
-        return;
-    }
-    rms_norm_generic(x, weight, eps);
+    assert_eq!(x.len(), weight.len(), "rms_norm: weight length");
+    rms_norm_at(Width::detect(), x, weight, eps);
+}
+
+widest! {
+    fn rms_norm_at(x: &mut [f32], weight: &[f32], eps: f32) = rms_norm_generic;
 }
 
 /// `dst = rope(rms_norm(src))` for one attention head: RMSNorm with `weight`, then the
@@ -45,29 +46,34 @@ pub fn rms_norm_rope(
         sin.len(),
         dst.len()
     );
-    #[cfg(target_arch = "x86_64")]
-    if crate::isa::avx512bf16_available() {
-        // SAFETY: the CPU has AVX512F (checked with AVX512-BF16).
-        unsafe { rms_norm_rope_avx512(src, weight, eps, cos, sin, dst) };
-        return;
-    }
-    rms_norm_rope_generic(src, weight, eps, cos, sin, dst);
+    rms_norm_rope_at(Width::detect(), src, weight, eps, cos, sin, dst);
+}
+
+widest! {
+    fn rms_norm_rope_at(
+        src: &[f32],
+        weight: &[f32],
+        eps: f32,
+        cos: &[f32],
+        sin: &[f32],
+        dst: &mut [f32],
+    ) = rms_norm_rope_generic;
 }
 
 /// `silu(gate) · up`, rounded to bf16 into `out` (all three the same length).
 pub fn silu_mul_to_bf16(gate: &[f32], up: &[f32], out: &mut [bf16], scratch: &mut Vec<f32>) {
     assert!(gate.len() == up.len() && up.len() == out.len());
     scratch.resize(gate.len(), 0.0);
-    #[cfg(target_arch = "x86_64")]
-    if crate::isa::avx512bf16_available() {
-        // SAFETY: the CPU has AVX512F (checked with AVX512-BF16).
-        unsafe { silu_mul_avx512(gate, up, scratch) };
-        f32_to_bf16(scratch, out);
-        return;
-    }
-    silu_mul(gate, up, scratch);
+    silu_mul_at(Width::detect(), gate, up, scratch);
     f32_to_bf16(scratch, out);
 }
+
+widest! {
+    fn silu_mul_at(gate: &[f32], up: &[f32], out: &mut [f32]) = silu_mul;
+}
+
+/// Rows the fused GEMM epilogue rounds into a buffer at a time, without AVX512-BF16.
+const CHUNK: usize = 32;
 
 /// The fused GEMM epilogue: `rows` rows of a 32-wide f32 block holding 16 gate then 16 up
 /// values become `count` bf16 outputs per row at `out`, rows `ldo` apart.
@@ -87,13 +93,32 @@ pub(crate) unsafe fn silu_mul_block(
         unsafe { silu_mul_block_avx512(block, rows, out, ldo, count) };
         return;
     }
-    let mut act = [0f32; 16];
-    for i in 0..rows {
-        let row = &block[i * 32..i * 32 + 32];
-        silu_mul(&row[..16], &row[16..], &mut act);
-        for j in 0..count {
-            // SAFETY: the caller's contract.
-            unsafe { *out.add(i * ldo + j) = bf16::from_f32(act[j]) };
+    // A chunk of rows at a time into a buffer, then their `count` outputs to their places.
+    let mut act = [bf16::ZERO; CHUNK * 16];
+    let width = Width::detect();
+    for first in (0..rows).step_by(CHUNK) {
+        let n = CHUNK.min(rows - first);
+        silu_mul_rows_at(width, &block[first * 32..][..n * 32], &mut act[..n * 16]);
+        for (i, act) in act[..n * 16].chunks_exact(16).enumerate() {
+            // SAFETY: the caller's contract: row first + i has `count` writable outputs.
+            unsafe {
+                std::ptr::copy_nonoverlapping(act.as_ptr(), out.add((first + i) * ldo), count);
+            }
+        }
+    }
+}
+
+widest! {
+    /// Rows of 16 gate then 16 up values into rows of 16 bf16 outputs.
+    fn silu_mul_rows_at(block: &[f32], out: &mut [bf16]) = silu_mul_rows;
+}
+
+#[inline(always)]
+fn silu_mul_rows(block: &[f32], out: &mut [bf16]) {
+    for (row, out) in block.chunks_exact(32).zip(out.chunks_exact_mut(16)) {
+        let (gate, up) = row.split_at(16);
+        for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+            *o = round_bf16(silu(*g) * u);
         }
     }
 }
@@ -124,31 +149,6 @@ unsafe fn silu_mul_block_avx512(
             _mm256_mask_storeu_epi16(out.add(i * ldo).cast(), mask, h);
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rms_norm_avx512(x: &mut [f32], weight: &[f32], eps: f32) {
-    rms_norm_generic(x, weight, eps);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rms_norm_rope_avx512(
-    src: &[f32],
-    weight: &[f32],
-    eps: f32,
-    cos: &[f32],
-    sin: &[f32],
-    dst: &mut [f32],
-) {
-    rms_norm_rope_generic(src, weight, eps, cos, sin, dst);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn silu_mul_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    silu_mul(gate, up, out);
 }
 
 #[inline(always)]
@@ -203,8 +203,13 @@ fn rms_norm_rope_generic(
 #[inline(always)]
 fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + exp(-g)) * u;
+        *o = silu(*g) * u;
     }
+}
+
+#[inline(always)]
+fn silu(g: f32) -> f32 {
+    g / (1.0 + exp(-g))
 }
 
 /// eˣ for f32, branch-free so it vectorizes; saturates near 0 below -87.3 and at e⁸⁸
@@ -272,6 +277,48 @@ mod tests {
         rms_norm(&mut x, &weight, 1e-6);
         for (g, w) in x.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
+        }
+    }
+
+    /// Each width's build of a step against the portable one, bit for bit.
+    #[test]
+    fn every_width_gives_the_portable_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // 300 values: whole registers at every width and a ragged end.
+        let x: Vec<f32> = crate::test_values(300, 21)
+            .iter()
+            .map(|v| v * 9.0)
+            .collect();
+        let w: Vec<f32> = crate::test_values(300, 22)
+            .iter()
+            .map(|v| 1.0 + v)
+            .collect();
+        let cos: Vec<f32> = crate::test_values(150, 23);
+        let sin: Vec<f32> = crate::test_values(150, 24);
+        let (mut norm, mut rope, mut silu) = (x.clone(), vec![0f32; 300], vec![0f32; 300]);
+        let mut rows = vec![bf16::ZERO; 144];
+        rms_norm_generic(&mut norm, &w, 1e-6);
+        rms_norm_rope_generic(&x, &w, 1e-6, &cos, &sin, &mut rope);
+        super::silu_mul(&x, &w, &mut silu);
+        silu_mul_rows(&x[..288], &mut rows);
+        for width in Width::available() {
+            let mut got = x.clone();
+            rms_norm_at(width, &mut got, &w, 1e-6);
+            assert_eq!(bits(&got), bits(&norm), "rms_norm, {width:?}");
+            rms_norm_rope_at(width, &x, &w, 1e-6, &cos, &sin, &mut got);
+            assert_eq!(bits(&got), bits(&rope), "rms_norm_rope, {width:?}");
+            silu_mul_at(width, &x, &w, &mut got);
+            assert_eq!(bits(&got), bits(&silu), "silu_mul, {width:?}");
+            let mut got = vec![bf16::ZERO; 144];
+            silu_mul_rows_at(width, &x[..288], &mut got);
+            assert_eq!(got, rows, "silu_mul_rows, {width:?}");
+        }
+        // And the rows are SiLU·up rounded, as the unfused steps give them.
+        for (i, r) in rows.iter().enumerate() {
+            let (row, j) = (i / 16, i % 16);
+            let g = x[row * 32 + j];
+            let want = bf16::from_f32(g / (1.0 + exp(-g)) * x[row * 32 + 16 + j]);
+            assert_eq!(r.to_bits(), want.to_bits(), "row {row}, output {j}");
         }
     }
 

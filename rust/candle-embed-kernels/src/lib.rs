@@ -35,6 +35,8 @@ pub mod matrix;
 pub mod pack;
 #[allow(unsafe_code)]
 mod tiles;
+#[allow(unsafe_code)]
+mod widest;
 
 pub use aligned::{Aligned, AlignedVec};
 pub use gemm::{gemm, gemm_silu_mul};

@@ -7,6 +7,7 @@
 use half::bf16;
 
 use crate::aligned::AlignedVec;
+use crate::widest::{widest, Width};
 
 /// Rows and columns of the blocks every kernel works in.
 pub const BLOCK: usize = 32;
@@ -137,9 +138,30 @@ pub fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
         unsafe { f32_to_bf16_avx512(src, dst) };
         return;
     }
+    round_all_at(Width::detect(), src, dst);
+}
+
+widest! {
+    fn round_all_at(src: &[f32], dst: &mut [bf16]) = round_all;
+}
+
+#[inline(always)]
+fn round_all(src: &[f32], dst: &mut [bf16]) {
     for (d, s) in dst.iter_mut().zip(src) {
-        *d = bf16::from_f32(*s);
+        *d = round_bf16(*s);
     }
+}
+
+/// `bf16::from_f32` (nearest, ties to even; a NaN stays a NaN, quieted) without its branches,
+/// so that a loop of it vectorizes.
+#[inline(always)]
+pub(crate) fn round_bf16(x: f32) -> bf16 {
+    let bits = x.to_bits();
+    // Adding just under half a unit of the last kept place, plus its lowest bit, carries into
+    // that place exactly when the dropped half rounds up.
+    let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
+    let quiet_nan = ((bits >> 16) | 0x40) as u16;
+    bf16::from_bits(if x.is_nan() { quiet_nan } else { rounded })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -166,6 +188,46 @@ unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [bf16]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn branch_free_rounding_is_halfs_at_every_width() {
+        let mut src = crate::test_values(1000, 11);
+        for v in &mut src {
+            *v *= 1e3;
+        }
+        // Ties both ways, the largest finite values (one rounds to infinity), subnormals,
+        // signed zeros, infinities and NaNs with payloads.
+        src.extend(
+            [
+                0x3F80_8000,
+                0x3F81_8000,
+                0xBF80_8000,
+                0x3F80_8001,
+                0x3F80_7FFF,
+                0x7F7F_7FFF,
+                0x7F7F_FFFF,
+                0x0000_0001,
+                0x8000_8000,
+                0x0001_8000,
+                0x0000_0000,
+                0x8000_0000,
+                0x7F80_0000,
+                0xFF80_0000,
+                0x7FC0_0000,
+                0x7F80_0001,
+                0xFF81_2345,
+                0x7FFF_FFFF,
+            ]
+            .map(f32::from_bits),
+        );
+        let want: Vec<u16> = src.iter().map(|&s| bf16::from_f32(s).to_bits()).collect();
+        for width in Width::available() {
+            let mut dst = vec![bf16::ZERO; src.len()];
+            round_all_at(width, &src, &mut dst);
+            let got: Vec<u16> = dst.iter().map(|d| d.to_bits()).collect();
+            assert_eq!(got, want, "{width:?}");
+        }
+    }
 
     #[test]
     fn padding_is_zero_and_rows_round_trip() {

@@ -1,8 +1,8 @@
 //! The row-wise steps (RMSNorm, RoPE, SiLU, rounding to bf16) are portable Rust that the
 //! compiler vectorizes; [`widest!`] compiles each once more for AVX-512F and for AVX2 and calls
-//! the widest the CPU has. Built for the baseline x86-64 alone, they ran 4 lanes of SSE2 on
-//! every CPU without AVX512-BF16, the very CPUs whose kernels are slowest. Rust never fuses a
-//! multiply and an add by itself, so every width gives the same bits.
+//! the widest the CPU has: built for the baseline x86-64 alone, they would run 4 lanes of SSE2
+//! on every CPU. Rust never fuses a multiply and an add by itself, so every width gives the same
+//! bits.
 
 /// The vector widths the row-wise steps are compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

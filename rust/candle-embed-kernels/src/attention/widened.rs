@@ -3,8 +3,8 @@
 //! [`Wide`], it runs as AVX2 (8 lanes) and as AVX-512F (16 lanes, Skylake to Ice Lake Xeons).
 //!
 //! A packed K or V word is a bf16 pair; shifting it left by 16 gives the even element as f32 and
-//! masking off the low half the odd one. Each key block's K and V are widened so once, when a
-//! task reaches the block ([`PassKernel::key_blocks`]), and a pass's 8 query rows when it starts:
+//! masking off the low half the odd one. Each key block's K and V are widened this way once, when
+//! a task reaches the block ([`PassKernel::key_blocks`]), and a pass's 8 query rows when it starts:
 //! the products then load f32 and broadcast a query or probability from memory, where splitting
 //! pairs in every pass cost up to 3 instructions per 4 multiply-adds (and on Intel cores the
 //! shifts share the multiply-adds' ports). Every product in the two matrix products is of two
@@ -31,6 +31,12 @@ const MAX_OUT_VECS: usize = 2;
 /// them are valid for `LANES` elements.
 pub(super) unsafe trait Wide: Copy {
     const LANES: usize;
+    /// Query rows whose scores are summed together, sharing each K register, and registers of
+    /// output sums per row in P·V. AVX-512's 32 registers hold 16 sums besides what feeds them:
+    /// 8 rows × 2 registers of 16 keys or outputs. AVX2's 16 hold 8: 2 rows × 4 registers of 8
+    /// keys, 8 rows × 1 register of outputs.
+    const SCORE_ROWS: usize;
+    const OUT_VECS: usize;
     fn zero() -> Self;
     fn splat(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
@@ -50,12 +56,6 @@ pub(super) unsafe trait Wide: Copy {
     fn exp2(self) -> Self;
     /// Rounds finite f32 to the nearest bf16 (ties to even) and back, as `bf16::from_f32` does.
     fn round_to_bf16(self) -> Self;
-    /// Query rows whose scores are summed together, sharing each K register, and registers of
-    /// output sums per row in P·V. AVX-512's 32 registers hold 16 sums besides what feeds them:
-    /// 8 rows × 2 registers of 16 keys or outputs. AVX2's 16 hold 8: 2 rows × 4 registers of 8
-    /// keys, 8 rows × 1 register of outputs.
-    const SCORE_ROWS: usize;
-    const OUT_VECS: usize;
     /// [`pass`] over these lanes, compiled with their instructions enabled: the generic body
     /// inlined into a function of each instruction set.
     ///

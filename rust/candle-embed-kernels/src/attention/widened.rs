@@ -161,6 +161,11 @@ unsafe fn widen<W: Wide>(words: &[u32], width: usize, wide: &mut [f32]) {
 /// As [`Wide::pass`].
 #[inline(always)]
 unsafe fn pass<W: Wide>(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]) {
+    // The loops below rely on these; an implementation breaking them fails to compile.
+    const {
+        assert!(ROWS.is_multiple_of(W::SCORE_ROWS) && W::OUT_VECS <= MAX_OUT_VECS);
+        assert!(KEYS.is_multiple_of(W::LANES) && KEYS / W::LANES <= MAX_VECS);
+    }
     let vecs = KEYS / W::LANES;
     let dp = pass.dp;
     // The rows' queries as f32, each broadcast from memory in the products below.

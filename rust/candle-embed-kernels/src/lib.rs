@@ -33,6 +33,8 @@ pub mod isa;
 #[allow(unsafe_code)]
 pub mod matrix;
 pub mod pack;
+#[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
+mod spills;
 #[allow(unsafe_code)]
 mod tiles;
 #[allow(unsafe_code)]

@@ -29,10 +29,15 @@ def embed(runner: Runner, **request) -> np.ndarray:
     return runner.send_embedding_request(EmbeddingRequest(**request))
 
 
+# What the tests take the CPU to be. Under an emulated CPU (scripts/emulated_cpu.sh) /proc/cpuinfo
+# shows the host's, so the script names a file that describes the emulated one.
+CPUINFO = Path(os.environ.get("CANDLE_EMBED_TEST_CPUINFO", "/proc/cpuinfo"))
+
+
 def cpuinfo_field(name: str) -> str:
-    """The first value of a /proc/cpuinfo field; empty where there is none."""
+    """The first value of a field of the CPU's description (CPUINFO); empty where there is none."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = CPUINFO.read_text()
     except OSError:
         return ""
     line = next((line for line in text.splitlines() if line.split(":")[0].strip() == name), "")

@@ -21,7 +21,7 @@ import pytest
 import candle_embed
 from candle_embed import CandleEmbedError, EmbeddingRequest, Runner, Tokenizer, Which
 
-from fixture_models import GQA, MQA, SHARDED, bf16_cpu_kernel, embed, load
+from fixture_models import GQA, MQA, SHARDED, bf16_cpu_kernel, cpu_flags, embed, load
 
 
 LONG_TEXT = "the quick brown fox jumps over the lazy dog " * 40
@@ -577,8 +577,7 @@ def test_forced_kernel_that_is_not_a_kernel(monkeypatch):
 
 @pytest.mark.parametrize("kernel", ["amx", "avx512bf16", "avx512", "avx2"])
 def test_forced_kernel_the_cpu_lacks(monkeypatch, kernel):
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    if {"amx": "amx_bf16", "avx512bf16": "avx512_bf16", "avx512": "avx512f", "avx2": "avx2"}[kernel] in flags:
+    if {"amx": "amx_bf16", "avx512bf16": "avx512_bf16", "avx512": "avx512f", "avx2": "avx2"}[kernel] in cpu_flags():
         pytest.skip(f"this CPU has {kernel}; the refusal is for CPUs without it")
     monkeypatch.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
     with pytest.raises(ValueError) as err:

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The tests that decide what an AVX2-only CPU runs, on an emulated one: QEMU's EPYC-Milan model
-# (AMD Zen 3: AVX2 and FMA, no AVX-512). Most laptops and the Zen 2/3 clouds are such CPUs, and
-# none of the machines this project has been built on lately is. QEMU's emulator has no AVX-512
-# instructions, so one reached without detection ends the run here with SIGILL, as it would end a
-# user's program there. Under the emulator: the kernel crate's tests (every family the emulated
-# CPU has, and its detection), the parity suite (`auto` on the AVX2 kernels, then each family it
-# can run, forced in turn) and the refusal of forced kernels it lacks. Correctness only: an
-# emulator's timings mean nothing.
+# The tests on CPUs older than the machines this project is built on, emulated by QEMU:
 #
-# Needs what scripts/test.sh leaves (the wheel in .venv, the release build); installs qemu-user
-# from Debian's packages where it is missing.
+# - An AVX2-only CPU, QEMU's EPYC-Milan model (AMD Zen 3: AVX2 and FMA, no AVX-512), as most
+#   laptops and the Zen 2/3 clouds are. The Rust tests (every kernel family the CPU has, and its
+#   detection), the parity suite (`auto` on the AVX2 kernels, then each family it can run, forced
+#   in turn) and the refusal of the families it lacks.
+# - A CPU without AVX at all, QEMU's Nehalem model (x86-64-v2): the Rust tests, on the f32 path
+#   and the portable kernels. The Python suite cannot run there: numpy's wheel stops with SIGILL.
+#
+# QEMU's emulator has no AVX-512 instructions (nor AVX or AVX2 where the model lacks them), so an
+# instruction reached without detection ends the run here with SIGILL, as it would end a user's
+# program there. Correctness only: an emulator's timings mean nothing.
+#
+# Needs what scripts/test.sh leaves (the wheel in .venv, the release test binaries); installs
+# qemu-user from Debian's packages where it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,32 +22,51 @@ if ! command -v qemu-x86_64 >/dev/null; then
     apt-get install -y -q qemu-user >/dev/null
 fi
 
-# /proc/cpuinfo describes the host, so the tests read the emulated CPU from this file instead:
-# the fields they look at, as QEMU's model has them.
-cpuinfo=$(mktemp)
-trap 'rm -f "$cpuinfo"' EXIT
-cat >"$cpuinfo" <<'EOF'
+# /proc/cpuinfo describes the host, so the tests read the emulated CPU from a file instead: the
+# fields they look at, as QEMU's model has them.
+zen3=$(mktemp)
+nehalem=$(mktemp)
+trap 'rm -f "$zen3" "$nehalem"' EXIT
+cat >"$zen3" <<'EOF'
 vendor_id	: AuthenticAMD
 model name	: AMD EPYC-Milan (QEMU's model of Zen 3, emulated)
 flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx mmxext pdpe1gb rdtscp lm pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand lahf_lm abm sse4a fsgsbase bmi1 avx2 smep bmi2 erms adx smap clflushopt clwb xsaveopt xgetbv1 umip pku vaes vpclmulqdq
 EOF
-export CANDLE_EMBED_TEST_CPUINFO="$cpuinfo"
+cat >"$nehalem" <<'EOF'
+vendor_id	: GenuineIntel
+model name	: Intel Core i7 9xx (QEMU's Nehalem model, emulated)
+flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx lm pni ssse3 cx16 sse4_1 sse4_2 popcnt lahf_lm
+EOF
 
-# The model's features that the emulator lacks (none of them vector ones) are a warning each.
+# `cpu model description command...` under the emulator. The model's features that the emulator
+# lacks (none of them vector ones) are a warning each.
 emulate() {
-    qemu-x86_64 -cpu EPYC-Milan "$@" 2> >(grep -v "TCG doesn't support requested feature" >&2)
+    local cpu=$1 description=$2
+    shift 2
+    CANDLE_EMBED_TEST_CPUINFO=$description qemu-x86_64 -cpu "$cpu" "$@" \
+        2> >(grep -v "TCG doesn't support requested feature" >&2)
 }
 
-kernel_tests=$(cargo test --release -p candle-embed-kernels --no-run --message-format=json \
-    2>/dev/null | python3 -c '
-import json, sys
+# The release test binaries scripts/test.sh built, each after its package's directory.
+mapfile -t binaries < <(cargo test --release --workspace --exclude candle-embed-python --no-run \
+    --message-format=json 2>/dev/null | python3 -c '
+import json, os, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == ["lib"] \
-            and m.get("executable"):
-        print(m["executable"])')
-echo "   kernel tests on the emulated CPU"
-(cd rust/candle-embed-kernels && emulate "$kernel_tests" -q)
-echo "   parity, and the refusal of kernels it lacks, on the emulated CPU"
-emulate .venv/bin/python -m pytest -q tests/test_parity.py \
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(os.path.dirname(m["manifest_path"]), m["executable"])')
+[ ${#binaries[@]} -gt 0 ] || { echo "no test binaries found" >&2; exit 1; }
+
+rust_tests() {
+    for entry in "${binaries[@]}"; do
+        (cd "${entry%% *}" && emulate "$1" "$2" "${entry#* }" -q)
+    done
+}
+
+echo "   AVX2 only (EPYC-Milan): Rust tests"
+rust_tests EPYC-Milan "$zen3"
+echo "   AVX2 only (EPYC-Milan): parity, and the refusal of the families it lacks"
+emulate EPYC-Milan "$zen3" .venv/bin/python -m pytest -q tests/test_parity.py \
     "tests/test_errors.py::test_forced_kernel_the_cpu_lacks"
+echo "   no AVX (Nehalem): Rust tests"
+rust_tests Nehalem "$nehalem"

@@ -3,12 +3,12 @@
 #
 # - An AVX2-only CPU, QEMU's EPYC-Milan model (AMD Zen 3: AVX2 and FMA, no AVX-512), as most
 #   laptops and the Zen 2/3 clouds are. The Rust tests (every kernel family the CPU has, and its
-#   detection), the parity suite (`auto` on the AVX2 kernels, then each family it can run, forced
-#   in turn) and the refusal of the families it lacks.
-# - A CPU without AVX at all, QEMU's Nehalem model (x86-64-v2): the Rust tests, on the f32 path
-#   and the portable kernels. The Python suite cannot run there: numpy's wheel stops with SIGILL.
+#   detection); the kernel `auto` and `bf16` pick; the parity suite (`auto` on the AVX2 kernels,
+#   then each family it can run, forced in turn); the refusal of the families it lacks.
+# - A CPU with AVX but not AVX2, QEMU's SandyBridge model (2011-2012 laptops and servers): the
+#   same tests: `auto` on the f32 path, `bf16` refused, the portable kernels forced.
 #
-# QEMU's emulator has no AVX-512 instructions (nor AVX or AVX2 where the model lacks them), so an
+# QEMU's emulator has no AVX-512 instructions (nor AVX2 where the model lacks it), so an
 # instruction reached without detection ends the run here with SIGILL, as it would end a user's
 # program there. Correctness only: an emulator's timings mean nothing.
 #
@@ -25,17 +25,17 @@ fi
 # /proc/cpuinfo describes the host, so the tests read the emulated CPU from a file instead: the
 # fields they look at, as QEMU's model has them.
 zen3=$(mktemp)
-nehalem=$(mktemp)
-trap 'rm -f "$zen3" "$nehalem"' EXIT
+sandy=$(mktemp)
+trap 'rm -f "$zen3" "$sandy"' EXIT
 cat >"$zen3" <<'EOF'
 vendor_id	: AuthenticAMD
 model name	: AMD EPYC-Milan (QEMU's model of Zen 3, emulated)
 flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx mmxext pdpe1gb rdtscp lm pni pclmulqdq ssse3 fma cx16 sse4_1 sse4_2 movbe popcnt aes xsave avx f16c rdrand lahf_lm abm sse4a fsgsbase bmi1 avx2 smep bmi2 erms adx smap clflushopt clwb xsaveopt xgetbv1 umip pku vaes vpclmulqdq
 EOF
-cat >"$nehalem" <<'EOF'
+cat >"$sandy" <<'EOF'
 vendor_id	: GenuineIntel
-model name	: Intel Core i7 9xx (QEMU's Nehalem model, emulated)
-flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx lm pni ssse3 cx16 sse4_1 sse4_2 popcnt lahf_lm
+model name	: Intel Xeon E312xx (QEMU's SandyBridge model, emulated)
+flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx rdtscp lm pni pclmulqdq ssse3 cx16 sse4_1 sse4_2 x2apic popcnt tsc_deadline_timer aes xsave avx lahf_lm xsaveopt
 EOF
 
 # `cpu model description command...` under the emulator. The model's features that the emulator
@@ -63,10 +63,14 @@ rust_tests() {
     done
 }
 
-echo "   AVX2 only (EPYC-Milan): Rust tests"
-rust_tests EPYC-Milan "$zen3"
-echo "   AVX2 only (EPYC-Milan): parity, and the refusal of the families it lacks"
-emulate EPYC-Milan "$zen3" .venv/bin/python -m pytest -q tests/test_parity.py \
-    "tests/test_errors.py::test_forced_kernel_the_cpu_lacks"
-echo "   no AVX (Nehalem): Rust tests"
-rust_tests Nehalem "$nehalem"
+for cpu in EPYC-Milan SandyBridge; do
+    description=$([ $cpu = EPYC-Milan ] && echo "$zen3" || echo "$sandy")
+    echo "   $cpu: Rust tests"
+    rust_tests $cpu "$description"
+    echo "   $cpu: the kernel auto and bf16 pick, parity, the refusal of the families it lacks"
+    emulate $cpu "$description" .venv/bin/python -m pytest -q tests/test_parity.py \
+        tests/test_api.py::test_runner_info tests/test_api.py::test_explicit_dtype_equals_auto \
+        tests/test_api.py::test_forced_kernels_agree \
+        tests/test_api.py::test_bf16_runs_on_the_best_kernel_the_cpu_has \
+        tests/test_errors.py::test_forced_kernel_the_cpu_lacks
+done

@@ -38,8 +38,9 @@ model name	: Intel Xeon E312xx (QEMU's SandyBridge model, emulated)
 flags		: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx rdtscp lm pni pclmulqdq ssse3 cx16 sse4_1 sse4_2 x2apic popcnt tsc_deadline_timer aes xsave avx lahf_lm xsaveopt
 EOF
 
-# `cpu model description command...` under the emulator. The model's features that the emulator
-# lacks (none of them vector ones) are a warning each.
+# `emulate MODEL DESCRIPTION COMMAND...`: the command on QEMU's CPU model, the tests reading
+# DESCRIPTION as the CPU's. The model's features that the emulator lacks (none of them vector
+# ones) are a warning each.
 emulate() {
     local cpu=$1 description=$2
     shift 2
@@ -63,8 +64,9 @@ rust_tests() {
     done
 }
 
+declare -A describes=([EPYC-Milan]=$zen3 [SandyBridge]=$sandy)
 for cpu in EPYC-Milan SandyBridge; do
-    description=$([ $cpu = EPYC-Milan ] && echo "$zen3" || echo "$sandy")
+    description=${describes[$cpu]}
     echo "   $cpu: Rust tests"
     rust_tests $cpu "$description"
     echo "   $cpu: the kernel auto and bf16 pick, parity, the refusal of the families it lacks"

@@ -18,8 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v qemu-x86_64 >/dev/null; then
-    apt-get update -q >/dev/null
-    apt-get install -y -q qemu-user >/dev/null
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q qemu-user >/dev/null
 fi
 
 # /proc/cpuinfo describes the host, so the tests read the emulated CPU from a file instead: the

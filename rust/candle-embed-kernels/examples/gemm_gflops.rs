@@ -1,5 +1,6 @@
-//! Best-of-N GFLOP/s of the bf16 GEMM at the 0.6B shapes, for quick tuning runs, with candle's
-//! f32 matmul (the f32 path's GEMM) on the same problem beside it (criterion's
+//! Best-of-N GFLOP/s of the bf16 GEMM at the 0.6B shapes, for quick tuning runs, with our f32
+//! GEMM (`dtype="f32"` where the CPU has AVX2) and candle's f32 matmul (its GEMM elsewhere) on
+//! the same problem beside it (criterion's
 //! `benches/kernels.rs` is the reference benchmark). The `cold` rows run small batches over
 //! 256 MiB of distinct copies of the weight, as a forward pass meets its layers: from memory,
 //! not from the last-level cache, and add the weight bytes read per second.
@@ -12,7 +13,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use candle_embed_kernels::{gemm, BfMatrix, Isa, PackedWeight};
+use candle_embed_kernels::{gemm, gemm_f32, BfMatrix, Isa, PackedWeight};
 use half::bf16;
 
 /// Seconds per call of `f`, best of 5 rounds of `reps` calls.
@@ -48,25 +49,32 @@ fn main() -> candle_core::Result<()> {
             .collect();
         let w_bf: Vec<bf16> = w_f32.iter().map(|&v| bf16::from_f32(v)).collect();
         let w = PackedWeight::new(&w_bf, n, k);
+        let w32 = PackedWeight::new(&w_f32, n, k);
         let w_t = Tensor::from_vec(w_f32, (n, k), &Device::Cpu)?.t()?;
-        let (mut ours, mut theirs) = (String::new(), String::new());
+        let (mut ours, mut ours_f32, mut theirs) = (String::new(), String::new(), String::new());
         for m in [1, 16, 128, 512, 2048] {
             let a_f32: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
                 .collect();
             let a = BfMatrix::from_f32(&a_f32, m, k);
-            let a_t = Tensor::from_vec(a_f32, (m, k), &Device::Cpu)?;
+            let a_t = Tensor::from_vec(a_f32.clone(), (m, k), &Device::Cpu)?;
             let mut c = candle_embed_kernels::AlignedVec::<f32>::zeroed(m * n);
             let flops = 2.0 * (m * n * k) as f64;
             let reps = (2e10 / flops).clamp(2.0, 100.0) as usize;
             let t = best_of(reps, || gemm(isa, &a, &w, &mut c, n, false));
+            let t_f32 = best_of(reps, || {
+                gemm_f32(isa.for_f32(), &a_f32, &w32, &mut c, n, false);
+            });
             let t_candle = best_of(reps, || {
                 a_t.matmul(&w_t).unwrap();
             });
             write!(ours, "  M={m}: {:6.0}", flops / t / 1e9).unwrap();
+            write!(ours_f32, "  M={m}: {:6.0}", flops / t_f32 / 1e9).unwrap();
             write!(theirs, "  M={m}: {:6.0}", flops / t_candle / 1e9).unwrap();
         }
         println!("{name:8} {isa:>10} {ours}  GFLOP/s");
+        let f32_name = format!("{} f32", isa.for_f32());
+        println!("{name:8} {f32_name:>10} {ours_f32}  GFLOP/s");
         println!("{name:8} {:>10} {theirs}  GFLOP/s", "candle f32");
 
         let copies: Vec<PackedWeight> = (0..(256 << 20) / (2 * n * k))

@@ -47,6 +47,16 @@ impl Isa {
         }
     }
 
+    /// The family whose f32 loop serves `dtype="f32"` where this one is chosen: the widened
+    /// loops take f32 weights as they are, and every CPU with AMX or AVX512-BF16 has AVX-512F.
+    #[must_use]
+    pub fn for_f32(self) -> Isa {
+        match self {
+            Isa::Amx | Isa::Avx512Bf16 => Isa::Avx512,
+            other => other,
+        }
+    }
+
     /// Whether this CPU (and OS) can run the kernel.
     pub fn is_supported(self) -> bool {
         match self {

@@ -1,4 +1,5 @@
-//! `gemm`: `C (+)= A · Wᵀ` with A in bf16 ([`BfMatrix`]), W packed ([`PackedWeight`]), C in f32.
+//! `gemm`: `C (+)= A · Wᵀ` with A in bf16 ([`BfMatrix`]), W packed ([`PackedWeight`]), C in f32;
+//! and [`gemm_f32`], the same with A and W in f32 for `dtype="f32"`, on the widened loops.
 //!
 //! The work is cut into rectangles of C — at most [`row_chunk`] rows, split evenly by
 //! [`row_ranges`], × a run of 32-column panels — spread over rayon's threads. Inside a rectangle the panel is the outer loop, so a panel (K × 32 bf16,
@@ -10,6 +11,7 @@
 //! tiles even for a single row: mixing in another kernel for small batches would change the
 //! summation order, and a single row is limited by reading the weights anyway.
 
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use half::bf16;
@@ -17,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::isa::{Isa, Kernel};
 use crate::matrix::{BfMatrix, BLOCK};
-use crate::pack::PackedWeight;
+use crate::pack::{Element, PackedWeight};
 
 mod amx;
 mod avx512;
@@ -29,28 +31,40 @@ mod widened;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use widened::split;
 
-/// How far ahead of the first pass over a panel its lines are requested, in bytes.
+/// How far ahead of the first pass over a bf16 panel its lines are requested, in bytes (twice
+/// that for f32, the same number of K pairs ahead).
 const STREAM_AHEAD: usize = 8 << 10;
 
-/// Requests the two cache lines `STREAM_AHEAD` bytes past pair `pair` of the K block at `block`.
-///
-/// A K block is read as two tiles side by side: pair `p` of the first (line `p`) with pair `p` of
-/// the second (line `16 + p`). The hardware prefetcher does not follow that zigzag: on AMD Zen 4
-/// one thread read 10 GB/s of it against 26 GB/s in address order (`examples/peak.rs`). So the
-/// first pass over a panel asks for the lines in address order itself, 8 KiB ahead (4 and 16
-/// measured slower); later passes find the panel in L2. A 16-row GEMM over weights in memory
-/// (`examples/gemm_gflops.rs`, `cold` rows) went 1.3–1.6× faster on every kernel with it, one
-/// row 1.1×, 256 rows 1.05×.
-#[inline(always)]
-pub(crate) fn stream_ahead(block: *const bf16, pair: usize) {
-    let line = block.cast::<i8>().wrapping_add(STREAM_AHEAD + 128 * pair);
-    prefetch(line);
-    prefetch(line.wrapping_add(64));
+/// Cache lines one K pair of a packed block takes (two tile rows of 32 elements): 2 in bf16,
+/// 4 in f32.
+const fn lines_per_pair<E>() -> usize {
+    std::mem::size_of::<E>()
 }
 
-/// What a pass over a panel requests from memory besides the lines it reads: the panel's own
-/// lines ahead of itself on its first pass ([`stream_ahead`]), and, in small tasks, a share of
-/// the next panel.
+/// Requests the cache lines `STREAM_AHEAD` bytes (per bf16 byte) past pair `pair` of the K block
+/// at `block`.
+///
+/// A K block is read as two tiles side by side: pair `p` of the first (its lines from `p`) with
+/// pair `p` of the second (from half a block on). The hardware prefetcher does not follow that
+/// zigzag: on AMD Zen 4 one thread read 10 GB/s of it against 26 GB/s in address order
+/// (`examples/peak.rs`). So the first pass over a panel asks for the lines in address order
+/// itself, 8 KiB ahead (4 and 16 measured slower); later passes find the panel in L2. A 16-row
+/// GEMM over weights in memory (`examples/gemm_gflops.rs`, `cold` rows) went 1.3–1.6× faster on
+/// every kernel with it, one row 1.1×, 256 rows 1.05×.
+#[inline(always)]
+pub(crate) fn stream_ahead<E>(block: *const E, pair: usize) {
+    let lines = lines_per_pair::<E>();
+    let first = block
+        .cast::<i8>()
+        .wrapping_add(STREAM_AHEAD * lines / 2 + 64 * lines * pair);
+    for line in 0..lines {
+        prefetch(first.wrapping_add(64 * line));
+    }
+}
+
+/// What a pass over a panel of `E` requests from memory besides the lines it reads: the
+/// panel's own lines ahead of itself on its first pass ([`stream_ahead`]), and, in small tasks,
+/// a share of the next panel.
 ///
 /// A panel is read once per block of rows. In a task of a few rows, the first pass waits on
 /// memory and the others run from L2 while memory idles. So there every pass also requests an
@@ -62,86 +76,94 @@ pub(crate) fn stream_ahead(block: *const bf16, pair: usize) {
 /// on, 1.0–1.2× below. A 16-token query's forward pass: 55–60 ms before, 43–47 ms after. From
 /// 64 rows on the gain was 0–3%, and larger tasks (whose rows of A take most of L2) do not
 /// request ahead.
-#[derive(Clone, Copy)]
-pub(crate) struct Fetch {
+pub(crate) struct Fetch<E = bf16> {
     own: bool,
     /// This pass's share of the next panel: `per_block` lines for each K block, from `next`.
     next: *const i8,
     per_block: usize,
+    _element: PhantomData<E>,
 }
+
+// Derived, these would ask `E` for the same.
+impl<E> Clone for Fetch<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Fetch<E> {}
 
 /// Most passes over a panel (blocks of rows, or of rows and columns) that still request the
 /// next panel ahead: 64 rows of the AVX512-BF16 kernel.
 const MAX_FETCH_PASSES: usize = 8;
 
-impl Fetch {
+impl<E> Fetch<E> {
     /// Pass `pass` of `passes` over a panel `k_blocks` deep, followed in its task by `next`.
-    pub(crate) fn new(
-        next: Option<*const bf16>,
-        k_blocks: usize,
-        pass: usize,
-        passes: usize,
-    ) -> Fetch {
+    pub(crate) fn new(next: Option<*const E>, k_blocks: usize, pass: usize, passes: usize) -> Self {
         let own = pass == 0;
         match next {
             Some(next) if passes <= MAX_FETCH_PASSES => {
-                // 32 lines per K block in all, rounded up: the last pass may request a few
-                // lines of the panel after, which costs nothing but the request.
-                let per_block = 32usize.div_ceil(passes);
+                // 16 pairs' lines per K block in all, rounded up: the last pass may request a
+                // few lines of the panel after, which costs nothing but the request.
+                let per_block = (16 * lines_per_pair::<E>()).div_ceil(passes);
                 Fetch {
                     own,
                     next: next
                         .cast::<i8>()
                         .wrapping_add(64 * per_block * pass * k_blocks),
                     per_block,
+                    _element: PhantomData,
                 }
             }
             _ => Fetch {
                 own,
                 next: std::ptr::null(),
                 per_block: 0,
+                _element: PhantomData,
             },
         }
     }
 
-    /// The requests that go with pair `pair` of K block `kb`, whose words start at `block`.
+    /// The requests that go with pair `pair` of K block `kb`, whose elements start at `block`.
     ///
-    /// Two lines of the next panel at a pair. Where a pass's share is 8 lines a K block (four
-    /// passes or more), the first goes to L1 and the second to L2; with fewer passes both go
-    /// to L2. Of the mixes measured on Zen 4 that was fastest at every row count: all to L1
-    /// lost 10–15% at 8 and 16 rows, all to L2 4–15% at 32.
+    /// A pair's lines of the next panel. Where a pass's share is a quarter of a K block or less
+    /// (four passes or more), the first goes to L1 and the rest to L2; with fewer passes all go
+    /// to L2. Of the mixes measured on Zen 4 (bf16) that was fastest at every row count: all to
+    /// L1 lost 10–15% at 8 and 16 rows, all to L2 4–15% at 32.
     #[inline(always)]
-    pub(crate) fn step(self, block: *const bf16, kb: usize, pair: usize) {
+    pub(crate) fn step(self, block: *const E, kb: usize, pair: usize) {
         self.step_beside(block, pair);
-        let [first, second] = self.next_lines(kb, pair);
-        if let Some(line) = first {
-            if self.per_block <= 8 {
-                prefetch(line);
-            } else {
-                prefetch_l2(line);
+        let quarter = 4 * lines_per_pair::<E>();
+        for (i, line) in self.next_lines(kb, pair).into_iter().enumerate() {
+            if let Some(line) = line {
+                if i == 0 && self.per_block <= quarter {
+                    prefetch(line);
+                } else {
+                    prefetch_l2(line);
+                }
             }
-        }
-        if let Some(line) = second {
-            prefetch_l2(line);
         }
     }
 
     /// The requests for a second panel read beside the first in the same pass: its own lines
     /// ahead on the first pass, no share of another.
     #[inline(always)]
-    pub(crate) fn step_beside(self, block: *const bf16, pair: usize) {
+    pub(crate) fn step_beside(self, block: *const E, pair: usize) {
         if self.own {
             stream_ahead(block, pair);
         }
     }
 
-    /// The lines of the next panel requested at pair `pair` of K block `kb`.
+    /// The lines of the next panel requested at pair `pair` of K block `kb` (up to 4; the
+    /// entries past a pair's lines are `None`).
     #[inline(always)]
-    fn next_lines(self, kb: usize, pair: usize) -> [Option<*const i8>; 2] {
-        let line = |i: usize| {
-            (i < self.per_block).then(|| self.next.wrapping_add(64 * (kb * self.per_block + i)))
-        };
-        [line(2 * pair), line(2 * pair + 1)]
+    fn next_lines(self, kb: usize, pair: usize) -> [Option<*const i8>; 4] {
+        let per_pair = lines_per_pair::<E>();
+        std::array::from_fn(|j| {
+            let i = per_pair * pair + j;
+            (j < per_pair && i < self.per_block)
+                .then(|| self.next.wrapping_add(64 * (kb * self.per_block + i)))
+        })
     }
 }
 
@@ -258,6 +280,74 @@ pub fn gemm(isa: Isa, a: &BfMatrix, w: &PackedWeight, c: &mut [f32], ldc: usize,
         "gemm: the {isa} kernel cannot run on this CPU"
     );
     run(Kernel::from(isa), a, w, c, ldc, accumulate);
+}
+
+/// [`gemm`] in f32: `a` holds `a.len() / W.k()` rows of `W.k()` values, row-major. Every output is
+/// the sum of its K products one f32 FMA at a time in K order, whatever the kernel, the block or
+/// the other rows: the same bits on `avx512`, `avx2` and `reference`, and for a row alone or in
+/// any batch. For the exact path, on CPUs with AVX2 (`isa` from [`Isa::for_f32`]).
+pub fn gemm_f32(
+    isa: Isa,
+    a: &[f32],
+    w: &PackedWeight<f32>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(
+        matches!(isa, Isa::Avx512 | Isa::Avx2 | Isa::Reference),
+        "gemm_f32: the {isa} kernel has no f32 loop (see Isa::for_f32)"
+    );
+    assert!(
+        isa.is_supported(),
+        "gemm_f32: the {isa} kernel cannot run on this CPU"
+    );
+    let k = w.k().max(1);
+    assert!(
+        a.len().is_multiple_of(k),
+        "gemm_f32: A holds {} values, not whole rows of {k}",
+        a.len()
+    );
+    let a = F32Rows {
+        values: a,
+        rows: a.len() / k,
+        cols: w.k(),
+    };
+    run(Kernel::from(isa), &a, w, c, ldc, accumulate);
+}
+
+/// The A operand of a GEMM task: bf16 activations, or the exact path's f32 rows.
+pub(crate) trait Operand: Sync {
+    /// The element type of the weights it is multiplied by.
+    type Weight: Element;
+
+    fn rows(&self) -> usize;
+
+    fn cols(&self) -> usize;
+
+    /// Row `r` as f32 into `dst`, zero past its columns: `dst` spans whole K blocks.
+    fn row_f32(&self, r: usize, dst: &mut [f32]);
+
+    /// One task: the kernel's loop over `rows × panels` of the result.
+    ///
+    /// # Safety
+    /// The CPU runs `kernel`; the sink is valid for `self.rows()` rows; the rectangle is not
+    /// written concurrently.
+    unsafe fn rectangle(
+        &self,
+        kernel: Kernel,
+        w: &PackedWeight<Self::Weight>,
+        sink: Sink,
+        rows: Range<usize>,
+        panels: Range<usize>,
+    );
+}
+
+/// `rows` rows of `cols` f32, row-major: [`gemm_f32`]'s A.
+pub(crate) struct F32Rows<'a> {
+    pub(crate) values: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
 }
 
 /// Floating-point operations of one `gemm` call, for throughput figures.
@@ -385,10 +475,10 @@ impl Sink {
     }
 }
 
-fn run(
+fn run<A: Operand>(
     kernel: Kernel,
-    a: &BfMatrix,
-    w: &PackedWeight,
+    a: &A,
+    w: &PackedWeight<A::Weight>,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
@@ -443,7 +533,7 @@ pub fn gemm_silu_mul(
     run_into(Kernel::from(isa), a, w, sink);
 }
 
-fn run_into(kernel: Kernel, a: &BfMatrix, w: &PackedWeight, sink: Sink) {
+fn run_into<A: Operand>(kernel: Kernel, a: &A, w: &PackedWeight<A::Weight>, sink: Sink) {
     let m = a.rows();
     assert_eq!(
         a.cols(),
@@ -474,7 +564,7 @@ fn run_into(kernel: Kernel, a: &BfMatrix, w: &PackedWeight, sink: Sink) {
     let task = |(rows, panels): &(Range<usize>, Range<usize>)| {
         // SAFETY: `rows × panels` rectangles are disjoint between tasks and lie inside the sink
         // (checked by the callers); A and W are padded to whole blocks.
-        unsafe { rectangle(kernel, a, w, sink, rows.clone(), panels.clone()) };
+        unsafe { a.rectangle(kernel, w, sink, rows.clone(), panels.clone()) };
     };
     if tasks.len() == 1 {
         task(&tasks[0]);
@@ -483,49 +573,114 @@ fn run_into(kernel: Kernel, a: &BfMatrix, w: &PackedWeight, sink: Sink) {
     }
 }
 
-/// One task: rows × panels of the result.
-///
-/// # Safety
-/// The sink is valid for `A.rows()` rows; the rectangle is not written concurrently.
-unsafe fn rectangle(
-    kernel: Kernel,
-    a: &BfMatrix,
-    w: &PackedWeight,
-    sink: Sink,
-    rows: Range<usize>,
-    panels: Range<usize>,
-) {
-    // SAFETY: forwarded.
-    unsafe {
-        match kernel {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => amx::rows(&mut crate::tiles::Amx::new(), a, w, sink, rows, panels),
-            #[cfg(test)]
-            Kernel::SoftAmx => {
-                amx::rows(
-                    &mut crate::tiles::SoftTiles::new(),
-                    a,
-                    w,
-                    sink,
-                    rows,
-                    panels,
-                );
+impl Operand for BfMatrix {
+    type Weight = bf16;
+
+    fn rows(&self) -> usize {
+        BfMatrix::rows(self)
+    }
+
+    fn cols(&self) -> usize {
+        BfMatrix::cols(self)
+    }
+
+    fn row_f32(&self, r: usize, dst: &mut [f32]) {
+        // bf16 is the upper half of an f32, so widening is exact; the padding is zero.
+        let src = &self.padded()[r * self.stride()..][..dst.len()];
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        }
+    }
+
+    unsafe fn rectangle(
+        &self,
+        kernel: Kernel,
+        w: &PackedWeight,
+        sink: Sink,
+        rows: Range<usize>,
+        panels: Range<usize>,
+    ) {
+        let a = self;
+        // SAFETY: forwarded.
+        unsafe {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Amx => amx::rows(&mut crate::tiles::Amx::new(), a, w, sink, rows, panels),
+                #[cfg(test)]
+                Kernel::SoftAmx => {
+                    amx::rows(
+                        &mut crate::tiles::SoftTiles::new(),
+                        a,
+                        w,
+                        sink,
+                        rows,
+                        panels,
+                    );
+                }
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512Bf16 => avx512::avx512bf16_rows(a, w, sink, rows, panels),
+                #[cfg(test)]
+                Kernel::SoftAvx512Bf16 => avx512::rows::<avx512::Soft>(a, w, sink, rows, panels),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
+                #[cfg(test)]
+                Kernel::SoftAvx512 => {
+                    widened::rows::<widened::Soft<16>, _>(a, w, sink, rows, panels);
+                }
+                #[cfg(test)]
+                Kernel::SoftAvx2 => widened::rows::<widened::Soft<8>, _>(a, w, sink, rows, panels),
+                Kernel::Reference => reference::rows(a, w, sink, rows, panels),
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => unreachable!("x86 kernel on another architecture"),
             }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Bf16 => avx512::avx512bf16_rows(a, w, sink, rows, panels),
-            #[cfg(test)]
-            Kernel::SoftAvx512Bf16 => avx512::rows::<avx512::Soft>(a, w, sink, rows, panels),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
-            #[cfg(test)]
-            Kernel::SoftAvx512 => widened::rows::<widened::Soft<16>>(a, w, sink, rows, panels),
-            #[cfg(test)]
-            Kernel::SoftAvx2 => widened::rows::<widened::Soft<8>>(a, w, sink, rows, panels),
-            Kernel::Reference => reference::rows(a, w, sink, rows, panels),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => unreachable!("x86 kernel on another architecture"),
+        }
+    }
+}
+
+impl Operand for F32Rows<'_> {
+    type Weight = f32;
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn row_f32(&self, r: usize, dst: &mut [f32]) {
+        let (row, pad) = dst.split_at_mut(self.cols);
+        row.copy_from_slice(&self.values[r * self.cols..][..self.cols]);
+        pad.fill(0.0);
+    }
+
+    unsafe fn rectangle(
+        &self,
+        kernel: Kernel,
+        w: &PackedWeight<f32>,
+        sink: Sink,
+        rows: Range<usize>,
+        panels: Range<usize>,
+    ) {
+        let a = self;
+        // SAFETY: forwarded.
+        unsafe {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
+                #[cfg(test)]
+                Kernel::SoftAvx512 => {
+                    widened::rows::<widened::Soft<16>, _>(a, w, sink, rows, panels);
+                }
+                #[cfg(test)]
+                Kernel::SoftAvx2 => widened::rows::<widened::Soft<8>, _>(a, w, sink, rows, panels),
+                Kernel::Reference => reference::rows_f32(a, w, sink, rows, panels),
+                other => unreachable!("no f32 loop for {other:?}"),
+            }
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use std::ops::Range;
 
-use super::Sink;
+use super::{F32Rows, Sink};
 use crate::matrix::{BfMatrix, BLOCK};
-use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
+use crate::pack::{Element, PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
 
 /// Scalar code with the same arithmetic: bf16 products summed in f32, K pair by pair.
 pub(super) unsafe fn rows(
@@ -37,6 +37,46 @@ pub(super) unsafe fn rows(
                         *sum += a_row[k].to_f32() * tile[at].to_f32()
                             + a_row[k + 1].to_f32() * tile[at + 1].to_f32();
                     }
+                }
+            }
+            // SAFETY: as above.
+            unsafe { sink.finish(&sums, r, nb, 1, cols) };
+        }
+    }
+}
+
+/// The f32 loop's arithmetic in scalar code: each sum one FMA at a time in K order, as the
+/// widened loops compute it, so all of them give the same bits.
+pub(super) unsafe fn rows_f32(
+    a: &F32Rows,
+    w: &PackedWeight<f32>,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    let (n, k) = (w.n(), a.cols);
+    for nb in panels {
+        let panel = w.panel(nb);
+        let cols = (n - nb * BLOCK).min(BLOCK);
+        for r in rows.clone() {
+            let a_row = &a.values[r * k..(r + 1) * k];
+            let mut sums = [0f32; BLOCK];
+            for (col, sum) in sums.iter_mut().enumerate() {
+                for (depth, &x) in a_row.iter().enumerate() {
+                    let (kb, pair, half) = (depth / BLOCK, (depth % BLOCK) / 2, depth % 2);
+                    let at = kb * BLOCK_ELEMS
+                        + (col / 16) * TILE_ELEMS
+                        + pair * 32
+                        + f32::in_pair_row(col % 16, half);
+                    *sum = x.mul_add(panel[at], *sum);
+                }
+            }
+            if sink.accumulates() {
+                let mut base = [0f32; BLOCK];
+                // SAFETY: row r, panel nb lie in the caller's rectangle.
+                unsafe { sink.preload(&mut base, r, nb, 1, cols) };
+                for (sum, b) in sums.iter_mut().zip(base) {
+                    *sum += b;
                 }
             }
             // SAFETY: as above.

@@ -242,11 +242,17 @@ fn request_levels_are_the_x86_hints() {
 }
 
 /// The passes over a panel request every line of the next one, once; large tasks and a task's
-/// last panel request none.
+/// last panel request none. In bf16 and in f32, whose panels are twice the lines.
 #[test]
 fn fetch_shares_cover_the_next_panel_once() {
+    fetch_shares::<bf16>();
+    fetch_shares::<f32>();
+}
+
+fn fetch_shares<E>() {
     let next = [0u8; 64];
-    let base = next.as_ptr().cast::<bf16>();
+    let base = next.as_ptr().cast::<E>();
+    let per_block = 16 * lines_per_pair::<E>();
     for k_blocks in [1, 3, 32, 96] {
         for passes in 1..=MAX_FETCH_PASSES {
             let mut requested = Vec::new();
@@ -262,7 +268,7 @@ fn fetch_shares_cover_the_next_panel_once() {
                 }
             }
             requested.sort_unstable();
-            let lines = 32 * k_blocks;
+            let lines = per_block * k_blocks;
             // Every line of the next panel, each once; rounding may add a few past its end.
             assert_eq!(
                 requested[..lines],
@@ -273,10 +279,10 @@ fn fetch_shares_cover_the_next_panel_once() {
             assert!(requested.len() - lines < passes * k_blocks);
         }
         let many = Fetch::new(Some(base), k_blocks, 0, MAX_FETCH_PASSES + 1);
-        assert!(many.own && many.next_lines(0, 0) == [None, None]);
+        assert!(many.own && many.next_lines(0, 0) == [None; 4]);
         assert_eq!(
-            Fetch::new(None, k_blocks, 0, 1).next_lines(0, 0),
-            [None, None]
+            Fetch::<E>::new(None, k_blocks, 0, 1).next_lines(0, 0),
+            [None; 4]
         );
     }
 }
@@ -429,5 +435,152 @@ fn widened_kernels_are_the_sequential_fma_sums_bit_for_bit() {
                 "{kernel:?} {m}×{n}×{k} differs from the sequential FMA sums"
             );
         }
+    }
+}
+
+/// The kernels with an f32 loop: the widened ones (on their models, and on the hardware where
+/// the CPU has it) and the reference.
+fn f32_kernels() -> Vec<Kernel> {
+    let mut all = vec![Kernel::Reference, Kernel::SoftAvx512, Kernel::SoftAvx2];
+    for (isa, kernel) in [(Isa::Avx2, Kernel::Avx2), (Isa::Avx512, Kernel::Avx512)] {
+        if isa.is_supported() {
+            all.push(kernel);
+        }
+    }
+    all
+}
+
+/// `Σ_k a·w` one f32 FMA at a time in K order, from unpacked f32 operands.
+fn sequential_fma_f32(a: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).fold(0f32, |sum, p| a[i * k + p].mul_add(w[j * k + p], sum));
+        }
+    }
+    c
+}
+
+/// The f32 GEMM, on every loop, is the sequential FMA sums bit for bit (so within f32 rounding
+/// of the f64 products, checked too): every block height of both lane widths, ragged shapes,
+/// tasks split over rows and over panels, accumulation into C, and nothing written past N.
+/// The values carry full 24-bit mantissas, so no product is exact and a misplaced element or a
+/// reordered sum would show.
+#[test]
+fn f32_kernels_are_the_sequential_fma_sums_bit_for_bit() {
+    let shapes = [
+        (5, 70, 96),
+        (13, 33, 64),
+        (17, 33, 31),
+        (25, 64, 160),
+        (40, 96, 32),
+        (70, 40, 2048),
+        (130, 70, 64),
+    ];
+    for (m, n, k) in (1..=25).map(|m| (m, 40, 64)).chain(shapes) {
+        let a = crate::test_values(m * k, (m * 7 + k) as u64);
+        let w_vals = crate::test_values(n * k, (n * 5 + k) as u64);
+        let w = PackedWeight::new(&w_vals, n, k);
+        let want = sequential_fma_f32(&a, &w_vals, m, n, k);
+        let exact: Vec<f64> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                (0..k)
+                    .map(|p| f64::from(a[i * k + p]) * f64::from(w_vals[j * k + p]))
+                    .sum()
+            })
+            .collect();
+        // k rounded products and k rounded sums, each within 2^-24 of a value below k.
+        for (got, exact) in want.iter().zip(&exact) {
+            assert!((f64::from(*got) - exact).abs() <= 2.0 * k as f64 * 6e-8 * k as f64);
+        }
+        let a_rows = F32Rows {
+            values: &a,
+            rows: m,
+            cols: k,
+        };
+        for kernel in f32_kernels() {
+            let ldc = n + 3;
+            let start: Vec<f32> = (0..m * ldc).map(|i| (i % 7) as f32 - 3.0).collect();
+            for accumulate in [false, true] {
+                let mut c = start.clone();
+                run(kernel, &a_rows, &w, &mut c, ldc, accumulate);
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let (got, before) = (c[i * ldc + j], start[i * ldc + j]);
+                        let want = match (j < n, accumulate) {
+                            (false, _) => before,
+                            (true, false) => want[i * n + j],
+                            (true, true) => before + want[i * n + j],
+                        };
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{kernel:?} {m}×{n}×{k} accumulate {accumulate} at ({i}, {j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An f32 row's result is the same alone and in a batch, on every f32 loop.
+#[test]
+fn f32_rows_do_not_depend_on_their_neighbours() {
+    let (n, k, m) = (96, 128, 77);
+    let w = PackedWeight::new(&crate::test_values(n * k, 5), n, k);
+    let row = crate::test_values(k, 9);
+    let mut many = crate::test_values(m * k, 11);
+    many[50 * k..51 * k].copy_from_slice(&row);
+    for kernel in f32_kernels() {
+        let mut alone = vec![0f32; n];
+        let one = F32Rows {
+            values: &row,
+            rows: 1,
+            cols: k,
+        };
+        run(kernel, &one, &w, &mut alone, n, false);
+        let mut batch = vec![0f32; m * n];
+        let all = F32Rows {
+            values: &many,
+            rows: m,
+            cols: k,
+        };
+        run(kernel, &all, &w, &mut batch, n, false);
+        assert_eq!(alone, batch[50 * n..51 * n], "{kernel:?}");
+    }
+}
+
+/// The public entry point: rows counted from A's length, the families without an f32 loop and
+/// A of partial rows refused.
+#[test]
+fn gemm_f32_takes_whole_rows_and_the_f32_families() {
+    let (n, k) = (40, 64);
+    let w = PackedWeight::new(&crate::test_values(n * k, 3), n, k);
+    let a = crate::test_values(3 * k, 4);
+    let mut c = vec![0f32; 3 * n];
+    gemm_f32(Isa::Reference, &a, &w, &mut c, n, false);
+    assert_eq!(
+        c,
+        sequential_fma_f32(&a, &crate::test_values(n * k, 3), 3, n, k)
+    );
+    let partial = std::panic::catch_unwind(|| {
+        gemm_f32(
+            Isa::Reference,
+            &a[..=k],
+            &w,
+            &mut vec![0f32; 2 * n],
+            n,
+            false,
+        );
+    });
+    assert!(partial.is_err());
+    for isa in [Isa::Amx, Isa::Avx512Bf16] {
+        assert_eq!(isa.for_f32(), Isa::Avx512);
+        let refused = std::panic::catch_unwind(|| {
+            gemm_f32(isa, &a, &w, &mut vec![0f32; 3 * n], n, false);
+        });
+        assert!(refused.is_err(), "{isa}");
     }
 }

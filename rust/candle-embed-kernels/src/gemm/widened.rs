@@ -11,15 +11,53 @@
 //! bf16 is exact in f32, so the only rounding is the FMA's sum: every output is
 //! `(((0 + a₀w₀) + a₁w₁) + …)` in K order, one rounding per step, whatever the lane count or the
 //! block shape — the same bits from the AVX2, AVX-512F and model runs.
+//!
+//! The same loop runs `dtype="f32"` ([`super::gemm_f32`]): f32 weights, whose tile rows hold the
+//! 16 even elements and then the 16 odd ones, are loaded as they are ([`Widened`]); A's f32 rows
+//! are copied as the bf16 ones are widened. The sums are the same sequential FMAs, now over
+//! products that round.
 
 use std::ops::Range;
 
 use half::bf16;
 
-use super::{Fetch, Sink};
+use super::{Fetch, Operand, Sink};
 use crate::aligned::AlignedVec;
-use crate::matrix::{BfMatrix, BLOCK};
-use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
+use crate::matrix::BLOCK;
+use crate::pack::{Element, PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
+
+/// A packed weight element the loop reads: how a tile row's columns are laid out, and how one
+/// register's worth of them becomes the even and odd f32 operands.
+pub(crate) trait Widened: Element {
+    /// Elements from one column of a tile row to the next.
+    const COLUMN_STEP: usize;
+
+    /// The even and odd elements of `V::LANES` columns of a tile row, from column `p`'s place.
+    ///
+    /// # Safety
+    /// `V` runs on this CPU; the tile row holds `V::LANES` columns from `p`.
+    unsafe fn pairs<V: Lanes>(p: *const Self) -> (V, V);
+}
+
+impl Widened for bf16 {
+    const COLUMN_STEP: usize = 2;
+
+    #[inline(always)]
+    unsafe fn pairs<V: Lanes>(p: *const Self) -> (V, V) {
+        // SAFETY: per the contract.
+        unsafe { V::pairs(p) }
+    }
+}
+
+impl Widened for f32 {
+    const COLUMN_STEP: usize = 1;
+
+    #[inline(always)]
+    unsafe fn pairs<V: Lanes>(p: *const Self) -> (V, V) {
+        // SAFETY: per the contract; the odd elements are 16 on.
+        unsafe { (V::load(p), V::load(p.add(16))) }
+    }
+}
 
 /// An f32 SIMD register as the loop uses it.
 ///
@@ -35,6 +73,8 @@ pub(crate) unsafe trait Lanes: Copy {
     unsafe fn splat(p: *const f32) -> Self;
     /// `LANES` packed pairs at `p`: their even and their odd elements, as f32.
     unsafe fn pairs(p: *const bf16) -> (Self, Self);
+    /// `LANES` f32 from `p`.
+    unsafe fn load(p: *const f32) -> Self;
     /// `self + a·b`, rounded once.
     fn fma(self, a: Self, b: Self) -> Self;
     unsafe fn store(self, p: *mut f32);
@@ -45,12 +85,12 @@ pub(crate) unsafe trait Lanes: Copy {
     ///
     /// # Safety
     /// As [`block`].
-    unsafe fn block(
+    unsafe fn block<E: Widened>(
         rows: usize,
-        stream: Fetch,
+        stream: Fetch<E>,
         a: *const f32,
         lda: usize,
-        b: *const bf16,
+        b: *const E,
         blocks: usize,
         p: *mut f32,
     );
@@ -84,21 +124,23 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
-/// The task loop: the task's rows of A widened to f32 once, then panel by panel into a scratch
-/// panel (rows × 32), which goes to the sink.
+/// The task loop: the task's rows of A widened (or copied) to f32 once, then panel by panel
+/// into a scratch panel (rows × 32), which goes to the sink.
 ///
 /// # Safety
 /// `V`'s instructions run on this CPU; the sink and the rectangle are as [`super::gemm`]
 /// checked them.
 #[inline(always)]
-pub(super) unsafe fn rows<V: Lanes>(
-    a: &BfMatrix,
-    w: &PackedWeight,
+pub(super) unsafe fn rows<V: Lanes, A: Operand>(
+    a: &A,
+    w: &PackedWeight<A::Weight>,
     sink: Sink,
     rows: Range<usize>,
     panels: Range<usize>,
-) {
-    let (lda, k_blocks, n) = (a.stride(), w.k_blocks(), w.n());
+) where
+    A::Weight: Widened,
+{
+    let (k_blocks, n) = (w.k_blocks(), w.n());
     let width = k_blocks * BLOCK;
     let row_f32 = width + ROW_PAD;
     // Taken out and put back rather than borrowed in a closure: a closure would be compiled
@@ -107,7 +149,7 @@ pub(super) unsafe fn rows<V: Lanes>(
     s.a.resize_for_overwrite(rows.len() * row_f32);
     s.panel.resize_for_overwrite(rows.len() * BLOCK);
     for (r, dst) in rows.clone().zip(s.a.chunks_exact_mut(row_f32)) {
-        widen(&a.padded()[r * lda..][..width], &mut dst[..width]);
+        a.row_f32(r, &mut dst[..width]);
     }
     for nb in panels.clone() {
         let cols = (n - nb * BLOCK).min(BLOCK);
@@ -115,7 +157,7 @@ pub(super) unsafe fn rows<V: Lanes>(
         // SAFETY: the widened rows, the panel and the scratch panel have the sizes `panel`
         // needs; the caller vouched for `V`.
         unsafe {
-            panel::<V>(
+            panel::<V, A::Weight>(
                 rows.len(),
                 s.a.as_ptr(),
                 row_f32,
@@ -153,14 +195,14 @@ pub(super) unsafe fn rows<V: Lanes>(
 ///
 /// # Safety
 /// As [`rows`]; `a` points at `rows` rows of `k_blocks · 32` f32, `lda` apart; `panel` at
-/// `k_blocks · 1024` packed bf16; `out` holds `rows · 32` f32.
+/// `k_blocks · 1024` packed elements; `out` holds `rows · 32` f32.
 #[inline(always)]
-unsafe fn panel<V: Lanes>(
+unsafe fn panel<V: Lanes, E: Widened>(
     rows: usize,
     a: *const f32,
     lda: usize,
-    panel: *const bf16,
-    next: Option<*const bf16>,
+    panel: *const E,
+    next: Option<*const E>,
     k_blocks: usize,
     out: *mut f32,
 ) {
@@ -171,8 +213,8 @@ unsafe fn panel<V: Lanes>(
     let passes = vectors::<V>() / COLS * blocks;
     for first in (0..vectors::<V>()).step_by(COLS) {
         let col = first * V::LANES;
-        // The word of column `col` in a block's first pair.
-        let b = (col / 16) * TILE_ELEMS + (col % 16) * 2;
+        // Column `col`'s place in a block's first pair.
+        let b = (col / 16) * TILE_ELEMS + (col % 16) * E::COLUMN_STEP;
         for i in 0..blocks {
             let (r, end) = (i * rows / blocks, (i + 1) * rows / blocks);
             let pass = first / COLS * blocks + i;
@@ -186,23 +228,23 @@ unsafe fn panel<V: Lanes>(
     }
 }
 
-/// `R` rows against two column-vectors over `blocks` K blocks: the vectors' words start at `b`
-/// (blocks `BLOCK_ELEMS` apart, the second vector `LANES` columns on), the sums go to `p`
+/// `R` rows against two column-vectors over `blocks` K blocks: the vectors' elements start at
+/// `b` (blocks `BLOCK_ELEMS` apart, the second vector `LANES` columns on), the sums go to `p`
 /// (rows 32 apart); `stream` says what the loop requests ahead of itself ([`super::Fetch`]).
 #[inline(always)]
-unsafe fn block<V: Lanes, const R: usize>(
-    stream: Fetch,
+unsafe fn block<V: Lanes, E: Widened, const R: usize>(
+    stream: Fetch<E>,
     a: *const f32,
     lda: usize,
-    b: *const bf16,
+    b: *const E,
     blocks: usize,
     p: *mut f32,
 ) {
-    // The second vector's words: `LANES` columns on, which may be the next 16-column tile.
+    // The second vector: `LANES` columns on, which may be the next 16-column tile.
     let next = if V::LANES == 16 {
         TILE_ELEMS
     } else {
-        2 * V::LANES
+        E::COLUMN_STEP * V::LANES
     };
     let mut acc = [[V::zero(); COLS]; R];
     // SAFETY: the caller's contract covers the sums, A's rows and the K blocks.
@@ -212,8 +254,8 @@ unsafe fn block<V: Lanes, const R: usize>(
             let a = a.add(kb * 32);
             for pair in 0..16 {
                 stream.step(b, kb, pair);
-                let (even0, odd0) = V::pairs(b.add(pair * 32));
-                let (even1, odd1) = V::pairs(b.add(pair * 32 + next));
+                let (even0, odd0) = E::pairs::<V>(b.add(pair * 32));
+                let (even1, odd1) = E::pairs::<V>(b.add(pair * 32 + next));
                 for (m, acc) in acc.iter_mut().enumerate() {
                     let x = V::splat(a.add(m * lda + 2 * pair));
                     acc[0] = acc[0].fma(x, even0);
@@ -231,31 +273,24 @@ unsafe fn block<V: Lanes, const R: usize>(
     }
 }
 
-/// `dst = f32(src)`: bf16 is the upper half of an f32, so widening is exact.
-fn widen(src: &[bf16], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
-    }
-}
-
 /// The [`Lanes::block`] method: `$kernel::<Self, R>` for the height `R` among `$heights` that
 /// `rows` equals. One instantiation per height a lane type uses, and none for the others.
 macro_rules! block_by_height {
     ($kernel:ident, [$($height:literal)*]) => {
         #[inline(always)]
-        unsafe fn block(
+        unsafe fn block<E: Widened>(
             rows: usize,
-            stream: crate::gemm::Fetch,
+            stream: crate::gemm::Fetch<E>,
             a: *const f32,
             lda: usize,
-            b: *const bf16,
+            b: *const E,
             blocks: usize,
             p: *mut f32,
         ) {
             // SAFETY: forwarded; the implementing lanes run on this CPU, per the trait.
             unsafe {
                 match rows {
-                    $($height => $kernel::<Self, $height>(stream, a, lda, b, blocks, p),)*
+                    $($height => $kernel::<Self, E, $height>(stream, a, lda, b, blocks, p),)*
                     rows => unreachable!("a block of {rows} rows"),
                 }
             }
@@ -297,6 +332,13 @@ macro_rules! soft_lanes {
                 (Self(even), Self(odd))
             }
 
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: per the trait's contract.
+                Self(std::array::from_fn(|i| unsafe {
+                    p.add(i).read_unaligned()
+                }))
+            }
+
             fn fma(self, a: Self, b: Self) -> Self {
                 let mut out = self.0;
                 for i in 0..$n {
@@ -326,31 +368,31 @@ pub(crate) use x86::{split, Avx2, Avx512};
 mod x86 {
     use std::arch::x86_64::{
         __m256, __m256i, __m512, _mm256_and_si256, _mm256_broadcast_ss, _mm256_castsi256_ps,
-        _mm256_fmadd_ps, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_setzero_ps,
+        _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_setzero_ps,
         _mm256_slli_epi32, _mm256_storeu_ps, _mm512_and_si512, _mm512_castsi512_ps,
-        _mm512_fmadd_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
-        _mm512_slli_epi32, _mm512_storeu_ps,
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_set1_epi32, _mm512_set1_ps,
+        _mm512_setzero_ps, _mm512_slli_epi32, _mm512_storeu_ps,
     };
 
     use half::bf16;
 
-    use super::Lanes;
+    use super::{Lanes, Widened};
 
     /// [`super::block`] as a function of its own, compiled with `$features`.
     macro_rules! micro_kernel {
         ($name:ident, $features:literal) => {
             #[inline(never)]
             #[target_feature(enable = $features)]
-            unsafe fn $name<V: Lanes, const R: usize>(
-                stream: crate::gemm::Fetch,
+            unsafe fn $name<V: Lanes, E: Widened, const R: usize>(
+                stream: crate::gemm::Fetch<E>,
                 a: *const f32,
                 lda: usize,
-                b: *const bf16,
+                b: *const E,
                 blocks: usize,
                 p: *mut f32,
             ) {
                 // SAFETY: forwarded.
-                unsafe { super::block::<V, R>(stream, a, lda, b, blocks, p) }
+                unsafe { super::block::<V, E, R>(stream, a, lda, b, blocks, p) }
             }
         };
     }
@@ -410,6 +452,12 @@ mod x86 {
         }
 
         #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: per the trait's contract.
+            Self(unsafe { _mm256_loadu_ps(p) })
+        }
+
+        #[inline(always)]
         fn fma(self, a: Self, b: Self) -> Self {
             // SAFETY: FMA is present, per the trait's contract.
             Self(unsafe { _mm256_fmadd_ps(a.0, b.0, self.0) })
@@ -461,6 +509,12 @@ mod x86 {
         }
 
         #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: per the trait's contract.
+            Self(unsafe { _mm512_loadu_ps(p) })
+        }
+
+        #[inline(always)]
         fn fma(self, a: Self, b: Self) -> Self {
             // SAFETY: AVX-512F is present, per the trait's contract.
             Self(unsafe { _mm512_fmadd_ps(a.0, b.0, self.0) })
@@ -482,15 +536,17 @@ mod x86 {
 /// The CPU has AVX2 and FMA; the rest as [`rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn avx2_rows(
-    a: &BfMatrix,
-    w: &PackedWeight,
+pub(super) unsafe fn avx2_rows<A: Operand>(
+    a: &A,
+    w: &PackedWeight<A::Weight>,
     sink: Sink,
     rows: Range<usize>,
     panels: Range<usize>,
-) {
+) where
+    A::Weight: Widened,
+{
     // SAFETY: forwarded.
-    unsafe { self::rows::<Avx2>(a, w, sink, rows, panels) }
+    unsafe { self::rows::<Avx2, A>(a, w, sink, rows, panels) }
 }
 
 /// The AVX-512F instantiation, compiled with the instructions enabled.
@@ -499,13 +555,15 @@ pub(super) unsafe fn avx2_rows(
 /// The CPU has AVX-512F; the rest as [`rows`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(super) unsafe fn avx512_rows(
-    a: &BfMatrix,
-    w: &PackedWeight,
+pub(super) unsafe fn avx512_rows<A: Operand>(
+    a: &A,
+    w: &PackedWeight<A::Weight>,
     sink: Sink,
     rows: Range<usize>,
     panels: Range<usize>,
-) {
+) where
+    A::Weight: Widened,
+{
     // SAFETY: forwarded.
-    unsafe { self::rows::<Avx512>(a, w, sink, rows, panels) }
+    unsafe { self::rows::<Avx512, A>(a, w, sink, rows, panels) }
 }

@@ -15,7 +15,10 @@ Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
 
     candle-bf16   candle_embed.Runner, dtype "bf16", CPU; the whole corpus in one request (the engine
                   packs it into forward passes of at most max_batch_tokens tokens, no padding)
-    candle-f32    the same with dtype "f32" ("candle" is accepted as another name for it)
+    candle-f32    the same with dtype "f32" ("candle" is accepted as another name for it): the
+                  projections on our f32 GEMM where the CPU has AVX2
+    candle-f32-matmul  dtype "f32" with candle's matmul (CANDLE_EMBED_CPU_KERNEL=none), as a CPU
+                  without AVX2 runs it
     candle-auto   the same with dtype "auto" (not run unless named in --engines)
     candle-avx512 (and -amx, -avx512bf16, -avx2): dtype "bf16" with CANDLE_EMBED_CPU_KERNEL forcing
                   that kernel family, for the families a CPU can run beside the one auto picks
@@ -74,7 +77,7 @@ from e2e_engines import load_engine, peak_rss_mb
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bench-out" / "qwen3-0.6b-random"
 DEFAULT_OUT = ROOT / "bench-out" / "e2e.json"
-ENGINES = ("candle-bf16", "candle-f32", "candle-auto", "candle-amx", "candle-avx512bf16", "candle-avx512",
+ENGINES = ("candle-bf16", "candle-f32", "candle-f32-matmul", "candle-auto", "candle-amx", "candle-avx512bf16", "candle-avx512",
            "candle-avx2", "hf-bf16", "hf-f32", "onnx-f32", "onnx-int8")
 # The peers a CPU user would pick instead: transformers (bf16 only where the CPU has bf16
 # instructions; elsewhere it crawls) and ONNX Runtime, f32 and int8.

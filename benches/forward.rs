@@ -1,4 +1,5 @@
-//! Criterion benchmark of `Model::forward` on a packed batch, CPU, f32.
+//! Criterion benchmark of `Model::forward` on a packed batch, CPU, f32, as `dtype="f32"` runs it
+//! (the projections on our f32 GEMM where the CPU has AVX2).
 //!
 //! The model is a small Qwen3 (hidden 256, 4 layers, 8 query / 2 KV heads of 32, MLP 768) whose
 //! weights are random and built in memory, so the bench needs no files; the values do not change
@@ -11,6 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use candle_core::{DType, Device};
+use candle_embed_engine::device::parse_compute;
 use candle_embed_engine::model::{AttentionPath, Model};
 use candle_embed_engine::pack::PackedBatch;
 use candle_embed_engine::Config;
@@ -37,7 +39,10 @@ const CONFIG: &str = r#"{
 fn random_model(cfg: &Config) -> Model {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    Model::new(cfg, vb, AttentionPath::Blocked).expect("building the random model")
+    let f32_gemm = parse_compute("f32", &Device::Cpu)
+        .expect("the f32 path on this CPU")
+        .f32_gemm;
+    Model::new(cfg, vb, AttentionPath::Blocked, f32_gemm).expect("building the random model")
 }
 
 /// A deterministic stream of token ids below `vocab` (64-bit LCG; no RNG crate needed).

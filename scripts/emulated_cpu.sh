@@ -70,10 +70,11 @@ for cpu in EPYC-Milan SandyBridge; do
     description=${describes[$cpu]}
     echo "   $cpu: Rust tests"
     rust_tests $cpu "$description"
-    echo "   $cpu: the kernel auto and bf16 pick, parity, the refusal of the families it lacks"
+    echo "   $cpu: the kernel auto, bf16 and f32 pick, parity, the refusal of the families it lacks"
     emulate $cpu "$description" .venv/bin/python -m pytest -q tests/test_parity.py \
         tests/test_api.py::test_runner_info tests/test_api.py::test_explicit_dtype_equals_auto \
         tests/test_api.py::test_forced_kernels_agree \
         tests/test_api.py::test_bf16_runs_on_the_best_kernel_the_cpu_has \
+        tests/test_api.py::test_f32_runs_on_our_gemm_where_the_cpu_has_avx2 \
         tests/test_errors.py::test_forced_kernel_the_cpu_lacks
 done

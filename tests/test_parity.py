@@ -4,10 +4,13 @@ The fixtures (tiny random-weight Qwen3 models and their expected outputs) are wr
 `scripts/make_fixtures.py`; see that script for how the references were computed. Every
 (dtype, model, case) triple is its own test, named `<dtype>-<model>/<case id>`.
 
-Both compute dtypes run: f32 (candle's ops) and bf16 on our kernels — the family dtype="bf16"
-picks ("bf16"), then every other family this CPU can run, forced in turn ("bf16-avx2",
-"bf16-reference", ...), so each kernel `auto` might pick is held to the same yardstick. On a CPU
-with no bf16 family, "bf16" runs the portable reference kernels.
+Both compute dtypes run, each on every path this CPU can take. f32: the projections on our f32
+GEMM, on the loop the engine picks ("f32"), with the varlen attention model ("f32-varlen"), then
+every other loop forced in turn ("f32-avx2", "f32-reference", and "f32-candle", candle's matmul,
+what a CPU without AVX2 runs). bf16 on our kernels: the family dtype="bf16" picks ("bf16"), then
+every other family this CPU can run, forced in turn ("bf16-avx2", "bf16-reference", ...), so each
+kernel `auto` might pick is held to the same yardstick. On a CPU with no bf16 family, "bf16" runs
+the portable reference kernels.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 
 from candle_embed import EmbeddingRequest, Runner, Which
 
-from fixture_models import bf16_cpu_kernel, runnable_cpu_kernels
+from fixture_models import bf16_cpu_kernel, f32_cpu_kernel, runnable_cpu_kernels, runnable_f32_kernels
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = ("gqa-bf16", "mqa-f16-prefix", "mha-f32-sharded")
@@ -29,8 +32,11 @@ BF16_FLOOR = 1e-2
 # "bf16" is the kernel the engine picks; "bf16-<kernel>" forces another one the CPU can run.
 DEVICE = os.environ.get("CANDLE_EMBED_TEST_DEVICE", "cpu")
 if DEVICE == "cpu":
-    DTYPES = ("f32", "f32-varlen", "bf16") + tuple(
-        f"bf16-{k}" for k in runnable_cpu_kernels() if k != bf16_cpu_kernel()
+    DTYPES = (
+        ("f32", "f32-varlen")
+        + tuple(f"f32-{k}" for k in runnable_f32_kernels() if k != f32_cpu_kernel())
+        + ("bf16",)
+        + tuple(f"bf16-{k}" for k in runnable_cpu_kernels() if k != bf16_cpu_kernel())
     )
 else:
     DTYPES = ("f32",)
@@ -75,12 +81,15 @@ def runners():
                 kernel = "candle+varlen"
             elif kernel == "varlen":
                 mp.setenv("CANDLE_EMBED_ATTENTION", "varlen")
-                kernel = "candle+varlen"
+                kernel = f"{f32_cpu_kernel()}+varlen"
             elif dtype == "bf16":
                 kernel = kernel or bf16_cpu_kernel() or "reference"
                 mp.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
+            elif kernel:
+                # "none" leaves f32 to candle's matmul; a family name forces its f32 loop.
+                mp.setenv("CANDLE_EMBED_CPU_KERNEL", "none" if kernel == "candle" else kernel)
             else:
-                kernel = "candle"
+                kernel = f32_cpu_kernel()
             try:
                 runner = Runner(
                     which=Which.Embedding(model_id=str(model_dir), dtype=dtype), device=DEVICE
@@ -112,6 +121,18 @@ def _singles(request: dict) -> list[dict]:
         single = [item] if isinstance(item, list) else item
         out.append({**request, "input": single})
     return out
+
+
+def _bitwise_batches(dtype: str) -> bool:
+    """Whether batching must leave every bit of a vector alone: our kernels (bf16, and the f32
+    projections' GEMM) put every row and every sequence through the same instructions in the same
+    order. candle's matmul is free to block by shape, and so is cuBLAS."""
+    if DEVICE != "cpu":
+        return False
+    precision, _, kernel = dtype.partition("-")
+    if precision == "bf16":
+        return True
+    return (kernel if kernel not in ("", "varlen") else f32_cpu_kernel()) != "candle"
 
 
 def _record(request: pytest.FixtureRequest, a: np.ndarray, b: np.ndarray, max_diff: float) -> None:
@@ -180,11 +201,11 @@ def test_batch_row_equals_input_alone(runners, dtype, model, case, request):
     # Padding and batch size must not change a vector beyond float32 rounding noise.
     max_diff = float(np.max(np.abs(batch - alone)))
     _record(request, batch, alone, max_diff)
-    if dtype.startswith("bf16"):
+    if _bitwise_batches(dtype):
         # Our kernels treat every row and every sequence alike (same instructions, same order),
         # so this is exact, not approximate.
         assert np.array_equal(batch, alone), f"not bitwise equal: max |diff| = {max_diff:.3e}"
-    # f32: whether batching is bit-for-bit identical is up to candle's matmul (on a GPU, cuBLAS
+    # On candle's matmul whether batching is bit-for-bit identical is up to it (on a GPU, cuBLAS
     # picks its algorithm by shape); bounded instead, the bitwise result recorded.
     assert max_diff <= F32_BATCH_BOUND, f"max |diff| = {max_diff:.3e}"
 
@@ -198,6 +219,6 @@ def test_batch_order_does_not_matter(runners, dtype, model, case, request):
     # Same inputs in reverse order, so different padding per row: equal up to rounding noise.
     max_diff = float(np.max(np.abs(forward - backward)))
     _record(request, forward, backward, max_diff)
-    if dtype.startswith("bf16"):
+    if _bitwise_batches(dtype):
         assert np.array_equal(forward, backward), f"not bitwise equal: max |diff| = {max_diff:.3e}"
     assert max_diff <= F32_BATCH_BOUND, f"max |diff| = {max_diff:.3e}"

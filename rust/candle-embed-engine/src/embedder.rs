@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
+use candle_embed_kernels::Isa;
 
 use crate::config::{Config, EmbeddingArchitecture};
 use crate::cpu_bf16;
@@ -144,16 +145,22 @@ impl Loaded {
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
                 .to_owned();
-            let model = Model::new(&config, vb, attention)
+            let model = Model::new(&config, vb, attention, compute.f32_gemm)
                 .map_err(|source| EngineError::Weights { dir, source })?;
             (Arc::new(model), storage)
         };
+        // The bf16 path's kernel; in f32, the projections' GEMM and, on the varlen path, the
+        // attention kernel beside it.
         let kernel = match (compute.cpu_kernel, attention) {
-            (Some(isa), _) => isa.name(),
-            (None, AttentionPath::Blocked) => "candle",
-            (None, AttentionPath::Varlen) => "candle+varlen",
-        }
-        .to_owned();
+            (Some(isa), _) => isa.name().to_owned(),
+            (None, path) => {
+                let gemm = compute.f32_gemm.map_or("candle", Isa::name);
+                match path {
+                    AttentionPath::Blocked => gemm.to_owned(),
+                    AttentionPath::Varlen => format!("{gemm}+varlen"),
+                }
+            }
+        };
 
         let info = ModelInfo {
             model_id: options.source.model_id.clone(),

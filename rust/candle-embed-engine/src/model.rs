@@ -195,9 +195,16 @@ impl Proj {
         match f32_gemm {
             Some(isa) if weight.device().is_cpu() && weight.dtype() == DType::F32 => {
                 let (n, k) = weight.dims2()?;
-                let values = weight.flatten_all()?.to_vec1::<f32>()?;
+                // Packed from the tensor's own memory: through a copy, 0.12 GB more stayed
+                // resident after loading the 0.6B shape.
+                let weight = weight.contiguous()?;
+                let (storage, layout) = weight.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    candle_core::bail!("an f32 weight on the CPU is not in CPU memory");
+                };
+                let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..n * k];
                 Ok(Self::Packed {
-                    weight: Arc::new(PackedWeight::new(&values, n, k)),
+                    weight: Arc::new(PackedWeight::new(values, n, k)),
                     isa,
                 })
             }

@@ -603,6 +603,9 @@ impl Operand for BfMatrix {
         let a = self;
         // SAFETY: forwarded.
         unsafe {
+            if widened_rectangle(kernel, a, w, sink, rows.clone(), panels.clone()) {
+                return;
+            }
             match kernel {
                 #[cfg(target_arch = "x86_64")]
                 Kernel::Amx => amx::rows(&mut crate::tiles::Amx::new(), a, w, sink, rows, panels),
@@ -621,22 +624,43 @@ impl Operand for BfMatrix {
                 Kernel::Avx512Bf16 => avx512::avx512bf16_rows(a, w, sink, rows, panels),
                 #[cfg(test)]
                 Kernel::SoftAvx512Bf16 => avx512::rows::<avx512::Soft>(a, w, sink, rows, panels),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
-                #[cfg(test)]
-                Kernel::SoftAvx512 => {
-                    widened::rows::<widened::Soft<16>, _>(a, w, sink, rows, panels);
-                }
-                #[cfg(test)]
-                Kernel::SoftAvx2 => widened::rows::<widened::Soft<8>, _>(a, w, sink, rows, panels),
                 Kernel::Reference => reference::rows(a, w, sink, rows, panels),
-                #[cfg(not(target_arch = "x86_64"))]
-                _ => unreachable!("x86 kernel on another architecture"),
+                other => unreachable!("{other:?} is a widened kernel"),
             }
         }
     }
+}
+
+/// The task on the widened loops, which take either operand; `false` for the other kernels.
+///
+/// # Safety
+/// As [`Operand::rectangle`].
+unsafe fn widened_rectangle<A: Operand>(
+    kernel: Kernel,
+    a: &A,
+    w: &PackedWeight<A::Weight>,
+    sink: Sink,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) -> bool
+where
+    A::Weight: widened::Widened,
+{
+    // SAFETY: forwarded.
+    unsafe {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
+            #[cfg(test)]
+            Kernel::SoftAvx512 => widened::rows::<widened::Soft<16>, _>(a, w, sink, rows, panels),
+            #[cfg(test)]
+            Kernel::SoftAvx2 => widened::rows::<widened::Soft<8>, _>(a, w, sink, rows, panels),
+            _ => return false,
+        }
+    }
+    true
 }
 
 impl Operand for F32Rows<'_> {
@@ -664,22 +688,13 @@ impl Operand for F32Rows<'_> {
         rows: Range<usize>,
         panels: Range<usize>,
     ) {
-        let a = self;
         // SAFETY: forwarded.
         unsafe {
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => widened::avx2_rows(a, w, sink, rows, panels),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => widened::avx512_rows(a, w, sink, rows, panels),
-                #[cfg(test)]
-                Kernel::SoftAvx512 => {
-                    widened::rows::<widened::Soft<16>, _>(a, w, sink, rows, panels);
+            if !widened_rectangle(kernel, self, w, sink, rows.clone(), panels.clone()) {
+                match kernel {
+                    Kernel::Reference => reference::rows_f32(self, w, sink, rows, panels),
+                    other => unreachable!("no f32 loop for {other:?}"),
                 }
-                #[cfg(test)]
-                Kernel::SoftAvx2 => widened::rows::<widened::Soft<8>, _>(a, w, sink, rows, panels),
-                Kernel::Reference => reference::rows_f32(a, w, sink, rows, panels),
-                other => unreachable!("no f32 loop for {other:?}"),
             }
         }
     }

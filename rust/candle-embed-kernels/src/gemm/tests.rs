@@ -389,8 +389,9 @@ fn large_tasks_pair_their_panels() {
     });
 }
 
-/// `Σ_k a·w` one f32 FMA at a time in K order: the arithmetic the widened kernels promise.
-fn sequential_fma(a: &[bf16], w: &[bf16], m: usize, n: usize, k: usize) -> Vec<f32> {
+/// `Σ_k a·w` one f32 FMA at a time in K order, from unpacked operands: the arithmetic the
+/// widened kernels promise, in bf16 and in f32.
+fn sequential_fma<E: Element>(a: &[E], w: &[E], m: usize, n: usize, k: usize) -> Vec<f32> {
     let mut c = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -450,17 +451,6 @@ fn f32_kernels() -> Vec<Kernel> {
     all
 }
 
-/// `Σ_k a·w` one f32 FMA at a time in K order, from unpacked f32 operands.
-fn sequential_fma_f32(a: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            c[i * n + j] = (0..k).fold(0f32, |sum, p| a[i * k + p].mul_add(w[j * k + p], sum));
-        }
-    }
-    c
-}
-
 /// The f32 GEMM, on every loop, is the sequential FMA sums bit for bit (so within f32 rounding
 /// of the f64 products, checked too): every block height of both lane widths, ragged shapes,
 /// tasks split over rows and over panels, accumulation into C, and nothing written past N.
@@ -481,7 +471,7 @@ fn f32_kernels_are_the_sequential_fma_sums_bit_for_bit() {
         let a = crate::test_values(m * k, (m * 7 + k) as u64);
         let w_vals = crate::test_values(n * k, (n * 5 + k) as u64);
         let w = PackedWeight::new(&w_vals, n, k);
-        let want = sequential_fma_f32(&a, &w_vals, m, n, k);
+        let want = sequential_fma(&a, &w_vals, m, n, k);
         let exact: Vec<f64> = (0..m * n)
             .map(|ij| {
                 let (i, j) = (ij / n, ij % n);
@@ -563,7 +553,7 @@ fn gemm_f32_takes_whole_rows_and_the_f32_families() {
     gemm_f32(Isa::Reference, &a, &w, &mut c, n, false);
     assert_eq!(
         c,
-        sequential_fma_f32(&a, &crate::test_values(n * k, 3), 3, n, k)
+        sequential_fma(&a, &crate::test_values(n * k, 3), 3, n, k)
     );
     let partial = std::panic::catch_unwind(|| {
         gemm_f32(

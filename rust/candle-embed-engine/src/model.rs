@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_embed_kernels::{gemm_f32, Isa, PackedWeight};
+use candle_embed_kernels::{gemm_f32, gemm_f32_silu_mul, Isa, PackedWeight};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
 use crate::config::Config;
@@ -178,37 +178,17 @@ impl Proj {
         input: usize,
         f32_gemm: Option<Isa>,
     ) -> candle_core::Result<Self> {
-        let parts = names
-            .iter()
-            .zip(sizes)
-            .map(|(name, &rows)| {
-                // candle-nn's `linear_no_bias` initializer, for weights made rather than read
-                // (the benches' random models).
-                vb.pp(*name).get_with_hints(
-                    (rows, input),
-                    "weight",
-                    candle_nn::init::DEFAULT_KAIMING_NORMAL,
-                )
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let weight = Tensor::cat(&parts, 0)?;
-        match f32_gemm {
-            Some(isa) if weight.device().is_cpu() && weight.dtype() == DType::F32 => {
+        let weight = stacked(vb, names, sizes, input)?;
+        match packs_f32(vb, f32_gemm) {
+            Some(isa) => {
                 let (n, k) = weight.dims2()?;
-                // Packed from the tensor's own memory: through a copy, 0.12 GB more stayed
-                // resident after loading the 0.6B shape.
-                let weight = weight.contiguous()?;
-                let (storage, layout) = weight.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else {
-                    candle_core::bail!("an f32 weight on the CPU is not in CPU memory");
-                };
-                let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..n * k];
+                let weight = cpu_f32(&weight, |values| PackedWeight::new(values, n, k))?;
                 Ok(Self::Packed {
-                    weight: Arc::new(PackedWeight::new(values, n, k)),
+                    weight: Arc::new(weight),
                     isa,
                 })
             }
-            _ => Ok(Self::Candle(Linear::new(weight, None))),
+            None => Ok(Self::Candle(Linear::new(weight, None))),
         }
     }
 
@@ -225,19 +205,57 @@ impl Proj {
                 .forward(&x.to_dtype(self.dtype())?)?
                 .to_dtype(DType::F32),
             Self::Packed { weight, isa } => {
-                let input = x.to_dtype(DType::F32)?.contiguous()?;
-                let (rows, width) = input.dims2()?;
-                let (storage, layout) = input.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else {
-                    candle_core::bail!("the f32 GEMM's input is not in CPU memory");
-                };
-                let values = &cpu.as_slice::<f32>()?[layout.start_offset()..][..rows * width];
-                let mut out = vec![0f32; rows * weight.n()];
-                gemm_f32(*isa, values, weight, &mut out, weight.n(), false);
-                Tensor::from_vec(out, (rows, weight.n()), input.device())
+                let (rows, n) = (x.dim(0)?, weight.n());
+                let mut out = vec![0f32; rows * n];
+                cpu_f32(x, |values| {
+                    gemm_f32(*isa, values, weight, &mut out, n, false);
+                })?;
+                Tensor::from_vec(out, (rows, n), x.device())
             }
         }
     }
+}
+
+/// The checkpoint matrices `names` (`sizes` rows of `input` each), stacked.
+fn stacked(
+    vb: &VarBuilder,
+    names: &[&str],
+    sizes: &[usize],
+    input: usize,
+) -> candle_core::Result<Tensor> {
+    let parts = names
+        .iter()
+        .zip(sizes)
+        .map(|(name, &rows)| {
+            // candle-nn's `linear_no_bias` initializer, for weights made rather than read
+            // (the benches' random models).
+            vb.pp(*name).get_with_hints(
+                (rows, input),
+                "weight",
+                candle_nn::init::DEFAULT_KAIMING_NORMAL,
+            )
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
+}
+
+/// The loop of our f32 GEMM for the weights under `vb`: `f32_gemm` where they are f32 on the
+/// CPU, else none (candle's matmul).
+fn packs_f32(vb: &VarBuilder, f32_gemm: Option<Isa>) -> Option<Isa> {
+    f32_gemm.filter(|_| vb.device().is_cpu() && vb.dtype() == DType::F32)
+}
+
+/// `f` on the values of an f32 tensor in CPU memory, read in place where it is contiguous (a
+/// copy per weight matrix kept 0.12 GB more resident after loading the 0.6B shape).
+fn cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("an f32 operand of our GEMM is not in CPU memory");
+    };
+    Ok(f(
+        &cpu.as_slice::<f32>()?[layout.start_offset()..][..t.elem_count()]
+    ))
 }
 
 /// An RMSNorm in f32 whatever the checkpoint's dtype, as the bf16 CPU path and the reference
@@ -374,18 +392,50 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    /// gate_proj and up_proj stacked.
-    gate_up_proj: Proj,
+    gate_up: GateUp,
     down_proj: Proj,
     intermediate: usize,
+}
+
+/// The MLP's gate and up projections.
+#[derive(Debug, Clone)]
+enum GateUp {
+    /// gate_proj and up_proj stacked, SiLU·up by candle's ops after.
+    Stacked(Proj),
+    /// f32 on CPU: interleaved 16 columns at a time for our f32 GEMM, which applies SiLU·up to
+    /// each block as it leaves the registers ([`gemm_f32_silu_mul`]); the `rows × 2·intermediate`
+    /// products and candle's two passes over them (a third of the MLP's memory) are gone.
+    Fused {
+        weight: Arc<PackedWeight<f32>>,
+        isa: Isa,
+    },
 }
 
 impl Mlp {
     fn new(cfg: &Config, vb: VarBuilder, f32_gemm: Option<Isa>) -> candle_core::Result<Self> {
         let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
-        let gate_up = ["gate_proj", "up_proj"];
+        let gate_up = match packs_f32(&vb, f32_gemm) {
+            Some(isa) => {
+                let gate = stacked(&vb, &["gate_proj"], &[inter], hidden)?;
+                let up = stacked(&vb, &["up_proj"], &[inter], hidden)?;
+                let weight = cpu_f32(&gate, |gate| {
+                    cpu_f32(&up, |up| PackedWeight::gate_up(gate, up, inter, hidden))
+                })??;
+                GateUp::Fused {
+                    weight: Arc::new(weight),
+                    isa,
+                }
+            }
+            None => GateUp::Stacked(Proj::load(
+                &vb,
+                &["gate_proj", "up_proj"],
+                &[inter, inter],
+                hidden,
+                None,
+            )?),
+        };
         Ok(Self {
-            gate_up_proj: Proj::load(&vb, &gate_up, &[inter, inter], hidden, f32_gemm)?,
+            gate_up,
             down_proj: Proj::load(&vb, &["down_proj"], &[hidden], inter, f32_gemm)?,
             intermediate: inter,
         })
@@ -394,10 +444,23 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate_up = self.gate_up_proj.forward(x)?;
-        let gate = gate_up.narrow(1, 0, self.intermediate)?.silu()?;
-        let up = gate_up.narrow(1, self.intermediate, self.intermediate)?;
-        self.down_proj.forward(&(gate * up)?)
+        let inter = self.intermediate;
+        let act = match &self.gate_up {
+            GateUp::Stacked(proj) => {
+                let gate_up = proj.forward(x)?;
+                let gate = gate_up.narrow(1, 0, inter)?.silu()?;
+                (gate * gate_up.narrow(1, inter, inter)?)?
+            }
+            GateUp::Fused { weight, isa } => {
+                let rows = x.dim(0)?;
+                let mut out = vec![0f32; rows * inter];
+                cpu_f32(x, |values| {
+                    gemm_f32_silu_mul(*isa, values, weight, inter, &mut out);
+                })?;
+                Tensor::from_vec(out, (rows, inter), x.device())?
+            }
+        };
+        self.down_proj.forward(&act)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The row-wise f32 steps between the GEMMs, written so the compiler vectorizes them, and run at
 //! the widest vectors the CPU has ([`crate::widest`]): RMSNorm, and SiLU(gate)·up with the
-//! result rounded to bf16 for the down projection.
+//! result rounded to bf16 for the down projection (or kept f32, on the f32 path).
 //!
 //! `exp` is our own (range reduction to 2ⁿ·eʳ, degree-6 polynomial, ~1 ulp): libm's is a scalar
 //! call, and SiLU over `tokens × intermediate` values would otherwise cost as much as a GEMM.
@@ -111,6 +111,30 @@ pub(crate) unsafe fn silu_mul_block(
 widest! {
     /// Rows of 16 gate then 16 up values into rows of 16 bf16 outputs.
     fn silu_mul_rows_at(block: &[f32], out: &mut [bf16]) = silu_mul_rows;
+}
+
+/// [`silu_mul_block`] for the f32 path: the products stay f32.
+///
+/// # Safety
+/// `block` holds `rows · 32` values; `out` has `rows` writable rows of `count ≤ 16` at `ldo`.
+pub(crate) unsafe fn silu_mul_block_f32(
+    block: &[f32],
+    rows: usize,
+    out: *mut f32,
+    ldo: usize,
+    count: usize,
+) {
+    let width = Width::detect();
+    let mut act = [0f32; 16];
+    for (i, row) in block[..rows * 32].chunks_exact(32).enumerate() {
+        silu_mul_into_at(width, &row[..16], &row[16..], &mut act);
+        // SAFETY: the caller's contract: row i has `count` writable outputs.
+        unsafe { std::ptr::copy_nonoverlapping(act.as_ptr(), out.add(i * ldo), count) };
+    }
+}
+
+widest! {
+    fn silu_mul_into_at(gate: &[f32], up: &[f32], out: &mut [f32]) = silu_mul;
 }
 
 #[inline(always)]

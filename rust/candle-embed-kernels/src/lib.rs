@@ -44,7 +44,7 @@ mod tiles;
 mod widest;
 
 pub use aligned::{Aligned, AlignedVec};
-pub use gemm::{gemm, gemm_f32, gemm_silu_mul};
+pub use gemm::{gemm, gemm_f32, gemm_f32_silu_mul, gemm_silu_mul};
 pub use isa::{Isa, Selection, KERNEL_ENV};
 pub use matrix::{f32_to_bf16, BfMatrix, BLOCK};
 pub use pack::PackedWeight;

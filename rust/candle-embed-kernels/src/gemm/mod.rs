@@ -294,6 +294,12 @@ pub fn gemm_f32(
     ldc: usize,
     accumulate: bool,
 ) {
+    let a = f32_operand(isa, a, w);
+    run(Kernel::from(isa), &a, w, c, ldc, accumulate);
+}
+
+/// `a` as the rows of an f32 GEMM on `isa` by `w`, checked.
+fn f32_operand<'a>(isa: Isa, a: &'a [f32], w: &PackedWeight<f32>) -> F32Rows<'a> {
     assert!(
         matches!(isa, Isa::Avx512 | Isa::Avx2 | Isa::Reference),
         "gemm_f32: the {isa} kernel has no f32 loop (see Isa::for_f32)"
@@ -308,12 +314,11 @@ pub fn gemm_f32(
         "gemm_f32: A holds {} values, not whole rows of {k}",
         a.len()
     );
-    let a = F32Rows {
+    F32Rows {
         values: a,
         rows: a.len() / k,
         cols: w.k(),
-    };
-    run(Kernel::from(isa), &a, w, c, ldc, accumulate);
+    }
 }
 
 /// The A operand of a GEMM task: bf16 activations, or the exact path's f32 rows.
@@ -371,6 +376,12 @@ pub(crate) enum Sink {
         ldo: usize,
         n_out: usize,
     },
+    /// `silu(gate) · up` in f32, as [`Sink::SiluMul`] lays it out: the f32 path's epilogue.
+    SiluMulF32 {
+        out: *mut f32,
+        ldo: usize,
+        n_out: usize,
+    },
 }
 // SAFETY: tasks only write their own rectangles (disjoint rows × panels), see `run`.
 unsafe impl Send for Sink {}
@@ -395,6 +406,12 @@ impl Sink {
             Sink::SiluMul { out, ldo, .. } => Ahead {
                 first: out.wrapping_add(r * ldo + nb * 16).cast_const().cast(),
                 stride: 2 * ldo,
+                lines: 1,
+                rows,
+            },
+            Sink::SiluMulF32 { out, ldo, .. } => Ahead {
+                first: out.wrapping_add(r * ldo + nb * 16).cast_const().cast(),
+                stride: 4 * ldo,
                 lines: 1,
                 rows,
             },
@@ -471,6 +488,20 @@ impl Sink {
                     );
                 }
             }
+            Sink::SiluMulF32 { out, ldo, n_out } => {
+                let first = nb * 16;
+                let count = n_out.saturating_sub(first).min(16);
+                // SAFETY: as above.
+                unsafe {
+                    crate::elementwise::silu_mul_block_f32(
+                        scratch,
+                        valid,
+                        out.add(r * ldo + first),
+                        ldo,
+                        count,
+                    );
+                }
+            }
         }
     }
 }
@@ -531,6 +562,40 @@ pub fn gemm_silu_mul(
         n_out: intermediate,
     };
     run_into(Kernel::from(isa), a, w, sink);
+}
+
+/// [`gemm_silu_mul`] on the f32 path: `a` holds whole rows of `W.k()` f32, `W` is
+/// [`PackedWeight::gate_up`] of f32 weights, and `out` receives `rows × intermediate` f32,
+/// row-major. Each output is `silu(g) · u` of the sums [`gemm_f32`] gives.
+pub fn gemm_f32_silu_mul(
+    isa: Isa,
+    a: &[f32],
+    w: &PackedWeight<f32>,
+    intermediate: usize,
+    out: &mut [f32],
+) {
+    let a = f32_operand(isa, a, w);
+    assert_eq!(
+        w.n(),
+        32 * intermediate.div_ceil(16),
+        "gemm_f32_silu_mul: W is not a gate_up weight of {intermediate}"
+    );
+    assert_eq!(
+        out.len(),
+        a.rows * intermediate,
+        "gemm_f32_silu_mul: out holds {} values, not {} rows of {intermediate}",
+        out.len(),
+        a.rows
+    );
+    if a.rows == 0 {
+        return;
+    }
+    let sink = Sink::SiluMulF32 {
+        out: out.as_mut_ptr(),
+        ldo: intermediate,
+        n_out: intermediate,
+    };
+    run_into(Kernel::from(isa), &a, w, sink);
 }
 
 fn run_into<A: Operand>(kernel: Kernel, a: &A, w: &PackedWeight<A::Weight>, sink: Sink) {

@@ -574,3 +574,50 @@ fn gemm_f32_takes_whole_rows_and_the_f32_families() {
         assert!(refused.is_err(), "{isa}");
     }
 }
+
+/// The f32 path's fused MLP epilogue, on every f32 loop: each output is `silu(g) · u` of the
+/// sequential FMA sums of its gate and up columns, bit for bit, with an intermediate size that
+/// leaves the last panel half empty; and a row alone gives the same bits as in a batch.
+#[test]
+fn f32_silu_mul_is_silu_of_the_sequential_sums() {
+    let (m, inter, k) = (37, 40, 96);
+    let a = crate::test_values(m * k, 13);
+    let (gate, up) = (
+        crate::test_values(inter * k, 14),
+        crate::test_values(inter * k, 15),
+    );
+    let w = PackedWeight::gate_up(&gate, &up, inter, k);
+    let (g, u) = (
+        sequential_fma(&a, &gate, m, inter, k),
+        sequential_fma(&a, &up, m, inter, k),
+    );
+    let want: Vec<f32> = g
+        .iter()
+        .zip(&u)
+        .map(|(&g, &u)| g / (1.0 + crate::elementwise::exp(-g)) * u)
+        .collect();
+    for kernel in f32_kernels() {
+        let mut out = vec![f32::NAN; m * inter];
+        let a_rows = F32Rows {
+            values: &a,
+            rows: m,
+            cols: k,
+        };
+        let sink = Sink::SiluMulF32 {
+            out: out.as_mut_ptr(),
+            ldo: inter,
+            n_out: inter,
+        };
+        run_into(kernel, &a_rows, &w, sink);
+        for (i, (got, want)) in out.iter().zip(&want).enumerate() {
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{kernel:?} at {i}: {got} vs {want}"
+            );
+        }
+    }
+    let mut alone = vec![0f32; inter];
+    gemm_f32_silu_mul(Isa::Reference, &a[5 * k..6 * k], &w, inter, &mut alone);
+    assert_eq!(alone, want[5 * inter..6 * inter]);
+}

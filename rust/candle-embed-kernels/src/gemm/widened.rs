@@ -181,7 +181,7 @@ pub(super) unsafe fn rows<V: Lanes, A: Operand>(
                 }
             }
             // SAFETY: as above; the scratch panel's rows are 32 apart.
-            Sink::SiluMul { .. } => unsafe {
+            Sink::SiluMul { .. } | Sink::SiluMulF32 { .. } => unsafe {
                 sink.finish(&s.panel, rows.start, nb, rows.len(), cols);
             },
         }

@@ -149,6 +149,7 @@ impl Loaded {
                 .map_err(|source| EngineError::Weights { dir, source })?;
             (Arc::new(model), storage)
         };
+        candle_embed_kernels::aligned::release_free_memory();
         // The bf16 path's kernel; in f32, the projections' GEMM and, on the varlen path, the
         // attention kernel beside it.
         let kernel = match (compute.cpu_kernel, attention) {

@@ -110,6 +110,19 @@ impl<T: Plain> AlignedVec<T> {
     }
 }
 
+/// Hands the memory the allocator holds free back to the OS (glibc's `malloc_trim`). Loading a
+/// model converts and repacks every weight, and glibc keeps the freed buffers mapped: after
+/// loading the 0.6B shape, 0.27 GB in f32 (2.76 → 2.48 GB resident) and 0.10 GB in bf16 (1.39 →
+/// 1.29 GB). Elsewhere than Linux with glibc, nothing happens.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own arenas to the OS; no
+    // allocation is moved or touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Asks Linux to back a large buffer with 2 MB pages. A first touch of fresh memory costs a page
 /// fault per page, and in a VM a 4 KB fault is slow enough (measured: 256 MB faulted in at
 /// 0.4 GB/s) that the activations of a large batch spent more time faulting than computing. It is

@@ -1,8 +1,9 @@
 //! bf16 CPU kernels for candle-embed, with a small interface: pack a weight once
 //! ([`PackedWeight`]), keep activations in [`BfMatrix`], multiply with [`gemm`], attend with
 //! [`attention`]. Inputs are bf16, sums are f32. Which instructions run is chosen once per process
-//! ([`isa::select`]): AMX tiles, AVX512-BF16, AVX2 (bf16 widened to f32), or portable reference
-//! code with the same arithmetic.
+//! ([`isa::select`]): AMX tiles, AVX512-BF16, AVX-512F or AVX2 (bf16 widened to f32), or portable
+//! reference code with the same arithmetic. The widened loops also multiply f32 by f32 weights
+//! ([`gemm_f32`]), for the exact path.
 
 // The crate's own lint settings, beside the workspace's. Kernel loops index several buffers
 // with one counter, name operands as the math does (a, w, c, m, n, k), take the raw operands a

@@ -474,33 +474,18 @@ impl Sink {
                     }
                 }
             }
+            // Panel `nb` holds outputs `16·nb..`, of which `count` are real.
             Sink::SiluMul { out, ldo, n_out } => {
-                let first = nb * 16;
-                let count = n_out.saturating_sub(first).min(16);
+                let (first, count) = (nb * 16, n_out.saturating_sub(nb * 16).min(16));
+                let out = out.wrapping_add(r * ldo + first);
                 // SAFETY: per the contract; `count` keeps to the rows' real outputs.
-                unsafe {
-                    crate::elementwise::silu_mul_block(
-                        scratch,
-                        valid,
-                        out.add(r * ldo + first),
-                        ldo,
-                        count,
-                    );
-                }
+                unsafe { crate::elementwise::silu_mul_block(scratch, valid, out, ldo, count) };
             }
             Sink::SiluMulF32 { out, ldo, n_out } => {
-                let first = nb * 16;
-                let count = n_out.saturating_sub(first).min(16);
+                let (first, count) = (nb * 16, n_out.saturating_sub(nb * 16).min(16));
+                let out = out.wrapping_add(r * ldo + first);
                 // SAFETY: as above.
-                unsafe {
-                    crate::elementwise::silu_mul_block_f32(
-                        scratch,
-                        valid,
-                        out.add(r * ldo + first),
-                        ldo,
-                        count,
-                    );
-                }
+                unsafe { crate::elementwise::silu_mul_block_f32(scratch, valid, out, ldo, count) };
             }
         }
     }

@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::{F32Rows, Sink};
 use crate::matrix::{BfMatrix, BLOCK};
-use crate::pack::{Element, PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
+use crate::pack::{PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
 
 /// Scalar code with the same arithmetic: bf16 products summed in f32, K pair by pair.
 pub(super) unsafe fn rows(
@@ -56,19 +56,13 @@ pub(super) unsafe fn rows_f32(
 ) {
     let (n, k) = (w.n(), a.cols);
     for nb in panels {
-        let panel = w.panel(nb);
         let cols = (n - nb * BLOCK).min(BLOCK);
         for r in rows.clone() {
             let a_row = &a.values[r * k..(r + 1) * k];
             let mut sums = [0f32; BLOCK];
             for (col, sum) in sums.iter_mut().enumerate() {
                 for (depth, &x) in a_row.iter().enumerate() {
-                    let (kb, pair, half) = (depth / BLOCK, (depth % BLOCK) / 2, depth % 2);
-                    let at = kb * BLOCK_ELEMS
-                        + (col / 16) * TILE_ELEMS
-                        + pair * 32
-                        + f32::in_pair_row(col % 16, half);
-                    *sum = x.mul_add(panel[at], *sum);
+                    *sum = x.mul_add(w.get(nb * BLOCK + col, depth), *sum);
                 }
             }
             if sink.accumulates() {

@@ -3,38 +3,40 @@
 
 use half::bf16;
 
+use super::Stored;
 use super::{KEYS, LANES};
 
-/// An attention kernel: `ROWS` query rows against up to `BLOCKS` key blocks per pass.
-pub(super) trait PassKernel {
+/// An attention kernel for Q, K and V stored as `E`: `ROWS` query rows against up to `BLOCKS`
+/// key blocks per pass.
+pub(super) trait PassKernel<E: Stored = bf16> {
     const ROWS: usize;
     const BLOCKS: usize = 1;
-    fn pass(&mut self, pass: &mut Pass<'_>);
+    fn pass(&mut self, pass: &mut Pass<'_, E>);
 
     /// Called with the K and V of the key blocks the next passes read (each pass until the next
     /// call gets these same blocks), `dp` elements a row: a kernel may convert them here once for
     /// all the query rows of the task instead of in every pass.
-    fn key_blocks(&mut self, _k: [&[u32]; 2], _v: [&[u32]; 2], _dp: usize) {}
+    fn key_blocks(&mut self, _k: [&[E::Word]; 2], _v: [&[E::Word]; 2], _dp: usize) {}
 
-    /// `dst = bf16(o · inv)`: a finished output row.
-    fn finish(&self, o: &[f32], inv: f32, dst: &mut [bf16]) {
+    /// `dst = E(o · inv)`: a finished output row.
+    fn finish(&self, o: &[f32], inv: f32, dst: &mut [E]) {
         for (d, o) in dst.iter_mut().zip(o) {
-            *d = bf16::from_f32(o * inv);
+            *d = E::from_f32(o * inv);
         }
     }
 }
 
 /// One kernel step: a few query rows against one or two key blocks, updating their running
 /// state.
-pub(super) struct Pass<'a> {
-    /// `rows` bf16 queries of `dp`, `q_stride` apart.
-    pub(super) q: &'a [bf16],
+pub(super) struct Pass<'a, E: Stored = bf16> {
+    /// `rows` queries of `dp`, `q_stride` apart.
+    pub(super) q: &'a [E],
     pub(super) q_stride: usize,
     /// `rows × dp` f32 output sums, relative to the running maximum.
     pub(super) o: &'a mut [f32],
     /// Running maximum of each row's base-2 scores.
     pub(super) m: &'a mut [f32],
-    /// `rows × 16` running sums of the rounded probabilities, key `j` in lane `j % 16`.
+    /// `rows × 16` running sums of the (stored) probabilities, key `j` in lane `j % 16`.
     pub(super) l: &'a mut [f32],
     /// Keys of the blocks each row may see (causal mask and sequence end): a prefix, possibly
     /// beyond the blocks of the pass.
@@ -44,13 +46,13 @@ pub(super) struct Pass<'a> {
     pub(super) first: bool,
     /// Key blocks in this pass (1, or 2 for AMX), and their packed K and V (see [`Packed`]).
     pub(super) blocks: usize,
-    pub(super) k: [&'a [u32]; 2],
-    pub(super) v: [&'a [u32]; 2],
+    pub(super) k: [&'a [E::Word]; 2],
+    pub(super) v: [&'a [E::Word]; 2],
     pub(super) dp: usize,
     pub(super) c: f32,
 }
 
-impl Pass<'_> {
+impl<E: Stored> Pass<'_, E> {
     /// The sizes the kernels rely on (the vector kernels read through raw pointers).
     pub(super) fn check(&self, rows: usize) {
         let dp = self.dp;
@@ -60,7 +62,8 @@ impl Pass<'_> {
         assert!(self.m.len() == rows && self.l.len() == rows * LANES);
         assert!(self.valid.len() == rows && (1..=2).contains(&self.blocks));
         for (k, v) in self.k.iter().zip(&self.v).take(self.blocks) {
-            assert!(k.len() == KEYS * dp / 2 && v.len() == KEYS * dp / 2);
+            let words = KEYS * dp / E::PER_WORD;
+            assert!(k.len() == words && v.len() == words);
         }
     }
 }

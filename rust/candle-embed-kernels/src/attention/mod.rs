@@ -20,6 +20,9 @@
 //! steps 64 keys at a time. A
 //! row's result depends only on its own sequence (blocks start at the sequence's first token,
 //! and no reduction crosses rows), so a text gets the same bits whatever it is packed with.
+//!
+//! [`causal_attention_f32`] is the exact path's: Q, K, V and P stay f32 (each product rounded
+//! with the sum it joins), on the reference or the AVX2 / AVX-512F loops, and the output is f32.
 
 use std::ops::Range;
 
@@ -31,7 +34,8 @@ use crate::isa::{Isa, Kernel};
 use crate::matrix::BfMatrix;
 
 use pack::Packed;
-use tasks::{tasks, Job};
+use store::Layout;
+use tasks::{tasks, Job, Runs};
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -40,6 +44,7 @@ mod avx512;
 mod kernel;
 mod pack;
 mod reference;
+mod store;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -56,6 +61,13 @@ pub struct Heads {
     /// Elements per head.
     pub dim: usize,
 }
+
+/// What Q, K and V are kept as inside [`causal_attention`] (bf16) and [`causal_attention_f32`]
+/// (f32), for naming their [`AttentionBuffers`]. Sealed.
+pub trait Stored: Layout {}
+
+impl Stored for bf16 {}
+impl Stored for f32 {}
 
 /// Keys per block: two 16-lane registers, or two 16-column tiles, of scores per query row.
 pub(crate) const KEYS: usize = 32;
@@ -91,16 +103,43 @@ pub fn causal_attention(
         isa.is_supported(),
         "attention: the {isa} kernel cannot run on this CPU"
     );
-    attend(
-        Kernel::from(isa),
+    let call = Call {
+        kernel: Kernel::from(isa),
         heads,
-        qkv,
         sequences,
         scale,
         prepare,
-        buffers,
-        out,
+    };
+    call.bf16(qkv, buffers, out);
+}
+
+/// [`causal_attention`] in f32, the exact path: nothing is rounded to bf16, and `out` is reset to
+/// `tokens × q·dim` f32. `isa` is the family whose f32 loop runs it ([`Isa::for_f32`]: the
+/// families with bf16 instructions run the AVX-512F one).
+#[allow(clippy::too_many_arguments)]
+pub fn causal_attention_f32(
+    isa: Isa,
+    heads: Heads,
+    qkv: QkvRows<'_>,
+    sequences: &[Range<usize>],
+    scale: f32,
+    prepare: Prepare<'_>,
+    buffers: &mut AttentionBuffers<f32>,
+    out: &mut AlignedVec<f32>,
+) {
+    let isa = isa.for_f32();
+    assert!(
+        isa.is_supported(),
+        "attention: the {isa} kernel cannot run on this CPU"
     );
+    let call = Call {
+        kernel: Kernel::from(isa),
+        heads,
+        sequences,
+        scale,
+        prepare,
+    };
+    call.f32(qkv, buffers, out);
 }
 
 /// The f32 q/k/v rows [`causal_attention`] reads, `(q + 2·kv)·dim` values a token.
@@ -218,94 +257,138 @@ pub(crate) fn padded_dim(dim: usize) -> usize {
     dim.next_multiple_of(32)
 }
 
-/// [`causal_attention`] on the chosen kernel.
-fn attend(
+/// What one call of either entry point attends with.
+struct Call<'a> {
     kernel: Kernel,
     heads: Heads,
-    qkv: QkvRows<'_>,
-    sequences: &[Range<usize>],
+    sequences: &'a [Range<usize>],
     scale: f32,
-    prepare: Prepare<'_>,
-    buffers: &mut AttentionBuffers,
-    out: &mut BfMatrix,
-) {
-    // The AVX512 and AMX kernels (and their packing) need AVX512-BF16, the tiles' softmax
-    // included; AVX2 packs with the portable code.
-    let vector = matches!(kernel, Kernel::Amx | Kernel::Avx512Bf16);
-    #[cfg(test)]
-    let vector = vector || kernel == Kernel::SoftAmx;
-    assert!(!vector || Isa::Avx512Bf16.is_supported());
-    assert!(kernel != Kernel::Amx || Isa::Amx.is_supported());
-    assert!(kernel != Kernel::Avx2 || Isa::Avx2.is_supported());
-    assert!(kernel != Kernel::Avx512 || Isa::Avx512.is_supported());
-    // With c > 0 the largest scaled score is the largest score, scaled (see the softmax).
-    assert!(
-        scale > 0.0 && scale.is_finite(),
-        "attention: scale {scale} is not positive"
-    );
-    let tokens = check_sequences(heads, sequences);
-    // Every real output is written by a task.
-    out.reshape_for_overwrite(tokens, heads.q * heads.dim);
-    if tokens == 0 || heads.q == 0 || heads.dim == 0 {
-        return;
+    prepare: Prepare<'a>,
+}
+
+impl Call<'_> {
+    /// Into `out`, reset to `tokens × q·dim` bf16.
+    fn bf16(&self, qkv: QkvRows<'_>, buffers: &mut AttentionBuffers, out: &mut BfMatrix) {
+        let tokens = check_sequences(self.heads, self.sequences);
+        // Every real output is written by a task.
+        out.reshape_for_overwrite(tokens, self.heads.q * self.heads.dim);
+        self.attend(qkv, buffers, out.rows_mut());
     }
-    let mut packed = Packed::new(heads, sequences, std::mem::take(buffers));
-    match qkv {
-        QkvRows::All(qkv) => {
-            check_rows(heads, qkv, tokens);
-            packed.fill(
-                qkv,
-                0,
-                0..packed.blocks_before(sequences.len()),
-                prepare,
-                vector,
-            );
+
+    /// Into `out`, reset to `tokens × q·dim` f32.
+    fn f32(
+        &self,
+        qkv: QkvRows<'_>,
+        buffers: &mut AttentionBuffers<f32>,
+        out: &mut AlignedVec<f32>,
+    ) {
+        let tokens = check_sequences(self.heads, self.sequences);
+        let width = self.heads.q * self.heads.dim;
+        out.resize_for_overwrite(tokens * width);
+        // `chunks_exact_mut(0)` panics; with no columns there is nothing to write.
+        let rows = out.chunks_exact_mut(width.max(1)).take(tokens);
+        self.attend(qkv, buffers, rows);
+    }
+
+    /// Packs Q, K and V as `E`, then runs every task, writing the tokens' `rows`.
+    fn attend<'o, E: Runs>(
+        &self,
+        qkv: QkvRows<'_>,
+        buffers: &mut AttentionBuffers<E>,
+        rows: impl Iterator<Item = &'o mut [E]>,
+    ) {
+        let Self {
+            kernel,
+            heads,
+            sequences,
+            scale,
+            prepare,
+        } = *self;
+        // The AVX512 and AMX kernels (and their packing) need AVX512-BF16, the tiles' softmax
+        // included; AVX2 packs with the portable code.
+        let vector = matches!(kernel, Kernel::Amx | Kernel::Avx512Bf16);
+        #[cfg(test)]
+        let vector = vector || kernel == Kernel::SoftAmx;
+        assert!(!vector || Isa::Avx512Bf16.is_supported());
+        assert!(kernel != Kernel::Amx || Isa::Amx.is_supported());
+        assert!(kernel != Kernel::Avx2 || Isa::Avx2.is_supported());
+        assert!(kernel != Kernel::Avx512 || Isa::Avx512.is_supported());
+        // With c > 0 the largest scaled score is the largest score, scaled (see the softmax).
+        assert!(
+            scale > 0.0 && scale.is_finite(),
+            "attention: scale {scale} is not positive"
+        );
+        let tokens = check_sequences(heads, sequences);
+        if tokens == 0 || heads.q == 0 || heads.dim == 0 {
+            return;
         }
-        QkvRows::Grouped {
-            group_tokens,
-            compute,
-            rows,
-        } => {
-            let mut first = 0;
-            while first < sequences.len() {
-                let start = sequences[first].start;
-                let last = (first..sequences.len())
-                    .find(|&s| sequences[s].end - start >= group_tokens)
-                    .unwrap_or(sequences.len() - 1);
-                let group = start..sequences[last].end;
-                compute(group.clone(), rows);
-                check_rows(heads, rows, group.len());
-                let blocks = packed.blocks_before(first)..packed.blocks_before(last + 1);
-                packed.fill(rows, group.start, blocks, prepare, vector);
-                first = last + 1;
+        let mut packed = Packed::new(heads, sequences, std::mem::take(buffers));
+        match qkv {
+            QkvRows::All(qkv) => {
+                check_rows(heads, qkv, tokens);
+                packed.fill(
+                    qkv,
+                    0,
+                    0..packed.blocks_before(sequences.len()),
+                    prepare,
+                    vector,
+                );
+            }
+            QkvRows::Grouped {
+                group_tokens,
+                compute,
+                rows,
+            } => {
+                let mut first = 0;
+                while first < sequences.len() {
+                    let start = sequences[first].start;
+                    let last = (first..sequences.len())
+                        .find(|&s| sequences[s].end - start >= group_tokens)
+                        .unwrap_or(sequences.len() - 1);
+                    let group = start..sequences[last].end;
+                    compute(group.clone(), rows);
+                    check_rows(heads, rows, group.len());
+                    let blocks = packed.blocks_before(first)..packed.blocks_before(last + 1);
+                    packed.fill(rows, group.start, blocks, prepare, vector);
+                    first = last + 1;
+                }
             }
         }
+        let job = Job {
+            kernel,
+            heads,
+            sequences,
+            packed,
+            c: scale * std::f32::consts::LOG2_E,
+        };
+        tasks(heads, sequences, rows)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|task| E::run(&job, task));
+        let Packed { q, k, v, .. } = job.packed;
+        *buffers = AttentionBuffers { q, k, v };
     }
-    let job = Job {
-        kernel,
-        heads,
-        sequences,
-        packed,
-        c: scale * std::f32::consts::LOG2_E,
-    };
-    tasks(heads, sequences, out)
-        .into_par_iter()
-        .with_max_len(1)
-        .for_each(|task| job.run(task));
-    let Packed { q, k, v, .. } = job.packed;
-    *buffers = AttentionBuffers { q, k, v };
 }
 
-/// Storage for [`causal_attention`]'s packed bf16 Q, K and V (about half the size of its f32
-/// `qkv` input), kept by the caller between calls.
-#[derive(Default)]
-pub struct AttentionBuffers {
-    pub(crate) q: AlignedVec<bf16>,
-    pub(crate) k: AlignedVec<u32>,
-    pub(crate) v: AlignedVec<u32>,
+/// Storage for the packed Q, K and V of [`causal_attention`] (bf16, about half the size of its
+/// f32 `qkv` input) or of [`causal_attention_f32`] (f32), kept by the caller between calls.
+pub struct AttentionBuffers<E: Stored = bf16> {
+    pub(crate) q: AlignedVec<E>,
+    pub(crate) k: AlignedVec<E::Word>,
+    pub(crate) v: AlignedVec<E::Word>,
 }
 
-impl AttentionBuffers {
+impl<E: Stored> Default for AttentionBuffers<E> {
+    fn default() -> Self {
+        Self {
+            q: AlignedVec::default(),
+            k: AlignedVec::default(),
+            v: AlignedVec::default(),
+        }
+    }
+}
+
+impl<E: Stored> AttentionBuffers<E> {
     /// Bytes allocated.
     pub fn bytes(&self) -> usize {
         self.q.capacity_bytes() + self.k.capacity_bytes() + self.v.capacity_bytes()

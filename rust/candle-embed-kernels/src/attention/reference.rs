@@ -1,32 +1,36 @@
 //! The portable attention kernel: scalar code that fixes the arithmetic the vector kernels
 //! reproduce.
 
-use half::bf16;
-
 use super::kernel::{exp2, Pass, PassKernel};
-use super::pack::unpair;
+use super::Stored;
 use super::{KEYS, LANES};
 
-/// Portable kernel with the AVX512-BF16 kernel's arithmetic: each bf16 pair product added odd
+/// Portable kernel with the AVX512-BF16 kernel's arithmetic: each pair product added odd
 /// element first, as `vdpbf16ps` does, and the same softmax steps; the two agree bit for bit.
+/// In f32 it fixes the exact path's arithmetic the same way: the same order, each product
+/// rounded with its sum (a fused multiply-add; with bf16 inputs the product is exact, so that
+/// changes nothing there), probabilities not rounded.
 pub(super) struct Reference;
 
-impl PassKernel for Reference {
-    const ROWS: usize = 8;
+const ROWS: usize = 8;
 
-    fn pass(&mut self, pass: &mut Pass<'_>) {
-        pass.check(Self::ROWS);
+impl<E: Stored> PassKernel<E> for Reference {
+    const ROWS: usize = ROWS;
+
+    fn pass(&mut self, pass: &mut Pass<'_, E>) {
+        pass.check(ROWS);
         let dp = pass.dp;
-        for r in 0..Self::ROWS {
+        for r in 0..ROWS {
             let q = &pass.q[r * pass.q_stride..][..dp];
+            let q = |d: usize| q[d].to_f32();
             let valid = pass.valid[r];
             let mut scores = [f32::NEG_INFINITY; KEYS];
             for (key, score) in scores.iter_mut().enumerate().take(valid) {
                 let mut s = 0f32;
                 for p in 0..dp / 2 {
-                    let (even, odd) = unpair(pass.k[0][p * KEYS + key]);
-                    s += q[2 * p + 1].to_f32() * odd;
-                    s += q[2 * p].to_f32() * even;
+                    let (even, odd) = E::key_pair(pass.k[0], p, key);
+                    s = q(2 * p + 1).mul_add(odd, s);
+                    s = q(2 * p).mul_add(even, s);
                 }
                 *score = s;
             }
@@ -37,7 +41,7 @@ impl PassKernel for Reference {
             pass.m[r] = m;
             let mut p = [0f32; KEYS];
             for (p, s) in p.iter_mut().zip(&scores).take(valid) {
-                *p = bf16::from_f32(exp2(s.mul_add(pass.c, -m))).to_f32();
+                *p = E::from_f32(exp2(s.mul_add(pass.c, -m))).to_f32();
             }
             for (lane, l) in pass.l[r * LANES..(r + 1) * LANES].iter_mut().enumerate() {
                 let sum = p[lane] + p[lane + LANES];
@@ -51,9 +55,9 @@ impl PassKernel for Reference {
             for (d, o) in o.iter_mut().enumerate() {
                 let mut acc = if pass.first { 0.0 } else { *o * alpha };
                 for j in 0..KEYS / 2 {
-                    let (even, odd) = unpair(pass.v[0][j * dp + d]);
-                    acc += p[2 * j + 1] * odd;
-                    acc += p[2 * j] * even;
+                    let (even, odd) = E::value_pair(pass.v[0], j, d, dp);
+                    acc = p[2 * j + 1].mul_add(odd, acc);
+                    acc = p[2 * j].mul_add(even, acc);
                 }
                 *o = acc;
             }

@@ -12,38 +12,38 @@ use super::pack::Packed;
 use super::reference::Reference;
 #[cfg(target_arch = "x86_64")]
 use super::widened::{self, Widened};
+use super::Stored;
 use super::{Heads, KEYS, LANES, MAX_ROWS};
 use crate::aligned::AlignedVec;
 use crate::isa::Kernel;
-use crate::matrix::BfMatrix;
 
 /// One task: the positions of blocks `block..` of sequence `seq` (`out.len()` of them, at most
 /// `TASK_BLOCKS · 32`), for the query heads of K/V head `head`. `out` holds each position's
 /// `q/kv · dim` output columns.
-pub(super) struct Task<'a> {
+pub(super) struct Task<'a, E> {
     seq: usize,
     block: usize,
     head: usize,
-    out: Vec<&'a mut [bf16]>,
+    out: Vec<&'a mut [E]>,
 }
 
 /// Query blocks per task: each K/V block read serves up to this many blocks of queries.
 const TASK_BLOCKS: usize = 4;
 
-/// Cuts the work into tasks, each handed its own columns of its own rows of `out`; the most
-/// expensive (latest) blocks first, so the cheap ones fill in at the end.
-pub(super) fn tasks<'a>(
+/// Cuts the work into tasks, each handed its own columns of its own rows of the output (`rows`,
+/// a token's each, at least `q·dim` long); the most expensive (latest) blocks first, so the
+/// cheap ones fill in at the end.
+pub(super) fn tasks<'a, E>(
     heads: Heads,
     sequences: &[Range<usize>],
-    out: &'a mut BfMatrix,
-) -> Vec<Task<'a>> {
+    mut rows: impl Iterator<Item = &'a mut [E]>,
+) -> Vec<Task<'a, E>> {
     let group = heads.q / heads.kv;
-    let mut rows = out.rows_mut();
     let mut tasks = Vec::new();
     for (seq, range) in sequences.iter().enumerate() {
         for block in (0..range.len().div_ceil(KEYS)).step_by(TASK_BLOCKS) {
             let n = (TASK_BLOCKS * KEYS).min(range.len() - block * KEYS);
-            let mut parts: Vec<Vec<&mut [bf16]>> =
+            let mut parts: Vec<Vec<&mut [E]>> =
                 (0..heads.kv).map(|_| Vec::with_capacity(n)).collect();
             for row in rows.by_ref().take(n) {
                 let columns = row[..heads.q * heads.dim].chunks_exact_mut(group * heads.dim);
@@ -64,11 +64,11 @@ pub(super) fn tasks<'a>(
 }
 
 /// What every task reads.
-pub(super) struct Job<'a> {
+pub(super) struct Job<'a, E: Stored> {
     pub(super) kernel: Kernel,
     pub(super) heads: Heads,
     pub(super) sequences: &'a [Range<usize>],
-    pub(super) packed: Packed,
+    pub(super) packed: Packed<E>,
     /// `scale · log2 e`: scores in base 2.
     pub(super) c: f32,
 }
@@ -86,51 +86,81 @@ thread_local! {
     static STATE: RefCell<State> = RefCell::default();
 }
 
-impl Job<'_> {
-    pub(super) fn run(&self, task: Task<'_>) {
-        match self.kernel {
-            Kernel::Reference => self.run_with(&mut Reference, task),
+/// How a task runs on `job`'s kernel with Q, K and V stored as this type.
+pub(super) trait Runs: Stored {
+    fn run(job: &Job<'_, Self>, task: Task<'_, Self>);
+}
+
+impl Runs for bf16 {
+    fn run(job: &Job<'_, bf16>, task: Task<'_, bf16>) {
+        match job.kernel {
+            Kernel::Reference => job.run_with(&mut Reference, task),
             // The lane models are the GEMM's; attention's reference has the same arithmetic.
             #[cfg(test)]
             Kernel::SoftAvx512Bf16 | Kernel::SoftAvx512 | Kernel::SoftAvx2 => {
-                self.run_with(&mut Reference, task);
+                job.run_with(&mut Reference, task);
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => {
                 // SAFETY: `attend` checked AVX2 and FMA.
                 let mut kernel = unsafe { Widened::<widened::Avx2>::new() };
-                self.run_with(&mut kernel, task);
+                job.run_with(&mut kernel, task);
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => {
                 // SAFETY: `attend` checked AVX-512F (with AVX2 and FMA).
                 let mut kernel = unsafe { Widened::<widened::Avx512>::new() };
-                self.run_with(&mut kernel, task);
+                job.run_with(&mut kernel, task);
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 => {
                 // SAFETY: `attend` checked AVX512-BF16.
-                self.run_with(&mut unsafe { super::avx512::Avx512::new() }, task);
+                job.run_with(&mut unsafe { super::avx512::Avx512::new() }, task);
             }
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx => {
                 // SAFETY: `attend` checked AMX (granted to the process) and AVX512-BF16.
                 let mut kernel = unsafe { super::amx::AmxPasses::new(crate::tiles::Amx::new()) };
-                self.run_with(&mut kernel, task);
+                job.run_with(&mut kernel, task);
             }
             #[cfg(all(test, target_arch = "x86_64"))]
             Kernel::SoftAmx => {
                 // SAFETY: `attend` checked AVX512-BF16; the tile model needs nothing.
                 let mut kernel =
                     unsafe { super::amx::AmxPasses::new(crate::tiles::SoftTiles::new()) };
-                self.run_with(&mut kernel, task);
+                job.run_with(&mut kernel, task);
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("x86 kernel on another architecture"),
         }
     }
+}
 
-    fn run_with<K: PassKernel>(&self, kernel: &mut K, mut task: Task<'_>) {
+/// The exact path: the reference, or the widened loops over f32 (the families with bf16
+/// instructions come here as [`crate::Isa::for_f32`] maps them).
+impl Runs for f32 {
+    fn run(job: &Job<'_, f32>, task: Task<'_, f32>) {
+        match job.kernel {
+            Kernel::Reference => job.run_with(&mut Reference, task),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                // SAFETY: `attend` checked AVX2 and FMA.
+                let mut kernel = unsafe { Widened::<widened::Avx2>::new() };
+                job.run_with(&mut kernel, task);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => {
+                // SAFETY: `attend` checked AVX-512F (with AVX2 and FMA).
+                let mut kernel = unsafe { Widened::<widened::Avx512>::new() };
+                job.run_with(&mut kernel, task);
+            }
+            other => unreachable!("attention in f32 has no {other:?} kernel"),
+        }
+    }
+}
+
+impl<E: Stored> Job<'_, E> {
+    fn run_with<K: PassKernel<E>>(&self, kernel: &mut K, mut task: Task<'_, E>) {
         STATE.with_borrow_mut(|state| self.attend_task(kernel, &mut task, state));
     }
 
@@ -139,7 +169,12 @@ impl Job<'_> {
     /// head at consecutive positions, `q · dp` apart in the packed Q. Positions past the
     /// sequence's end are zero rows whose results are dropped; they see the keys of its last
     /// position.
-    fn attend_task<K: PassKernel>(&self, kernel: &mut K, task: &mut Task<'_>, state: &mut State) {
+    fn attend_task<K: PassKernel<E>>(
+        &self,
+        kernel: &mut K,
+        task: &mut Task<'_, E>,
+        state: &mut State,
+    ) {
         let Heads { q, kv, .. } = self.heads;
         let (group, dp) = (q / kv, self.packed.dp);
         let seq_len = self.sequences[task.seq].len();
@@ -193,7 +228,12 @@ impl Job<'_> {
     }
 
     /// K and V of key blocks `b..b + K::BLOCKS` of the task's head (empty past the sequence).
-    fn key_blocks<K: PassKernel>(&self, task: &Task<'_>, b: usize) -> ([&[u32]; 2], [&[u32]; 2]) {
+    #[allow(clippy::type_complexity)]
+    fn key_blocks<K: PassKernel<E>>(
+        &self,
+        task: &Task<'_, E>,
+        b: usize,
+    ) -> ([&[E::Word]; 2], [&[E::Word]; 2]) {
         let blocks = self.sequences[task.seq].len().div_ceil(KEYS);
         let (mut k, mut v) = ([&[][..]; 2], [&[][..]; 2]);
         for i in 0..K::BLOCKS.min(blocks - b) {
@@ -202,8 +242,8 @@ impl Job<'_> {
         (k, v)
     }
 
-    /// Divides each row by its probability sum and rounds it into the task's output columns.
-    fn write_out<K: PassKernel>(&self, kernel: &K, task: &mut Task<'_>, state: &State) {
+    /// Divides each row by its probability sum and stores it into the task's output columns.
+    fn write_out<K: PassKernel<E>>(&self, kernel: &K, task: &mut Task<'_, E>, state: &State) {
         let Heads { q, kv, dim } = self.heads;
         let (group, dp) = (q / kv, self.packed.dp);
         for (p, dst) in task.out.iter_mut().enumerate() {

@@ -66,6 +66,28 @@ fn runnable_isas() -> impl Iterator<Item = Isa> {
     all.into_iter().filter(|isa| isa.is_supported())
 }
 
+/// [`causal_attention`] (bf16) on `kernel`, which may be a software model.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    kernel: Kernel,
+    heads: Heads,
+    qkv: QkvRows<'_>,
+    sequences: &[Range<usize>],
+    scale: f32,
+    prepare: Prepare<'_>,
+    buffers: &mut AttentionBuffers,
+    out: &mut BfMatrix,
+) {
+    let call = Call {
+        kernel,
+        heads,
+        sequences,
+        scale,
+        prepare,
+    };
+    call.bf16(qkv, buffers, out);
+}
+
 fn run(choice: Kernel, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> BfMatrix {
     let mut out = BfMatrix::zeros(3, 5);
     let scale = 1.0 / (heads.dim as f32).sqrt();
@@ -80,6 +102,39 @@ fn run(choice: Kernel, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) ->
         &mut buffers,
         &mut out,
     );
+    out
+}
+
+/// The exact path's kernels this CPU can run, the reference first.
+fn f32_choices() -> Vec<Kernel> {
+    let mut all = vec![Kernel::Reference];
+    if Isa::Avx2.is_supported() {
+        all.push(Kernel::Avx2);
+    }
+    if Isa::Avx512.is_supported() {
+        all.push(Kernel::Avx512);
+    }
+    all
+}
+
+/// [`causal_attention_f32`] on `kernel`, rows prepared by `prepare`, with fresh buffers.
+fn run_f32(
+    kernel: Kernel,
+    heads: Heads,
+    qkv: QkvRows<'_>,
+    sequences: &[Range<usize>],
+    prepare: Prepare<'_>,
+) -> AlignedVec<f32> {
+    let mut out = AlignedVec::default();
+    out.resize(7);
+    let call = Call {
+        kernel,
+        heads,
+        sequences,
+        scale: 1.0 / (heads.dim as f32).sqrt(),
+        prepare,
+    };
+    call.f32(qkv, &mut AttentionBuffers::default(), &mut out);
     out
 }
 
@@ -334,6 +389,106 @@ fn grouped_rows_give_the_same_bits() {
     }
 }
 
+/// The exact path against f64 attention: nothing is rounded to bf16, so the error is f32's.
+#[test]
+fn f32_matches_f64_attention() {
+    let lens: [&[usize]; 5] = [&[1], &[1, 1, 1], &[5], &[33], &[17, 1, 64, 200, 700]];
+    for kernel in f32_choices() {
+        let mut worst = 0f64;
+        for heads in SHAPES {
+            for lens in lens {
+                for sharp in [1.0, 4.0] {
+                    let (qkv, sequences) = inputs(heads, lens, lens.len() as u64, sharp);
+                    let out = run_f32(kernel, heads, QkvRows::All(&qkv), &sequences, &unprepared);
+                    let exact =
+                        f64_reference(heads, &qkv, &sequences, 1.0 / (heads.dim as f32).sqrt());
+                    assert_eq!(out.len(), exact.len());
+                    // |v| < 1, so outputs are too: the absolute error is relative to max|v|.
+                    let err = out
+                        .iter()
+                        .zip(&exact)
+                        .map(|(&got, want)| (f64::from(got) - want).abs())
+                        .fold(0f64, f64::max);
+                    worst = worst.max(err);
+                    // f32 sums of up to 128 products (2^-24 each step) and the exp2
+                    // polynomial's 2e-7: measured worst 6.5e-7, against 5.7e-3 for the bf16
+                    // kernels. Rounding P to bf16 alone would exceed this bound a hundredfold.
+                    assert!(
+                        err <= 2e-6,
+                        "{kernel:?} {heads:?} {lens:?} sharp {sharp}: error {err:.2e}"
+                    );
+                }
+            }
+        }
+        eprintln!("f32 {kernel:?}: worst error {worst:.2e}");
+    }
+}
+
+/// The widened loops do the f32 reference's operations in its order, so they agree bit for
+/// bit; and a sequence's rows do not depend on what it is packed with.
+#[test]
+fn f32_kernels_agree_and_sequences_stand_alone() {
+    for heads in SHAPES {
+        let lens = [45, 70, 9, 1, 33];
+        let (qkv, sequences) = inputs(heads, &lens, 3, 4.0);
+        let reference = run_f32(
+            Kernel::Reference,
+            heads,
+            QkvRows::All(&qkv),
+            &sequences,
+            &unprepared,
+        );
+        let (width, cols) = ((heads.q + 2 * heads.kv) * heads.dim, heads.q * heads.dim);
+        for kernel in f32_choices() {
+            let out = run_f32(kernel, heads, QkvRows::All(&qkv), &sequences, &unprepared);
+            assert_eq!(&out[..], &reference[..], "{kernel:?} {heads:?}");
+            let seq = &sequences[1];
+            let alone = run_f32(
+                kernel,
+                heads,
+                QkvRows::All(&qkv[seq.start * width..seq.end * width]),
+                std::slice::from_ref(&(0..seq.len())),
+                &unprepared,
+            );
+            assert_eq!(
+                &alone[..],
+                &out[seq.start * cols..seq.end * cols],
+                "{kernel:?} {heads:?}: alone"
+            );
+        }
+    }
+}
+
+/// In f32 too, rows made and prepared group by group give the bits of all rows prepared at
+/// once.
+#[test]
+fn f32_grouped_rows_give_the_same_bits() {
+    let heads = heads(4, 2, 32);
+    let lens = [37, 5, 64, 1, 90, 33];
+    let (qkv, sequences) = inputs(heads, &lens, 4, 1.0);
+    let width = (heads.q + 2 * heads.kv) * heads.dim;
+    let prepare = |token: usize, row: &[f32], qk: &mut [f32]| {
+        for (out, &x) in qk.iter_mut().zip(row) {
+            *out = x * (1.0 + token as f32 * 0.01);
+        }
+    };
+    for kernel in f32_choices() {
+        let all = run_f32(kernel, heads, QkvRows::All(&qkv), &sequences, &prepare);
+        let mut compute = |tokens: Range<usize>, rows: &mut AlignedVec<f32>| {
+            rows.resize_for_overwrite(tokens.len() * width);
+            rows.copy_from_slice(&qkv[tokens.start * width..tokens.end * width]);
+        };
+        let mut rows = AlignedVec::default();
+        let grouped = QkvRows::Grouped {
+            group_tokens: 40,
+            compute: &mut compute,
+            rows: &mut rows,
+        };
+        let grouped = run_f32(kernel, heads, grouped, &sequences, &prepare);
+        assert_eq!(&all[..], &grouped[..], "{kernel:?}");
+    }
+}
+
 #[test]
 fn empty_input_gives_empty_output() {
     let heads = heads(2, 1, 16);
@@ -351,6 +506,19 @@ fn empty_input_gives_empty_output() {
             &mut out,
         );
         assert_eq!((out.rows(), out.cols()), (0, 32));
+        let mut out = AlignedVec::default();
+        out.resize(5);
+        causal_attention_f32(
+            isa,
+            heads,
+            QkvRows::All(&[]),
+            &[],
+            0.25,
+            &unprepared,
+            &mut AttentionBuffers::default(),
+            &mut out,
+        );
+        assert!(out.is_empty());
     }
 }
 
@@ -409,6 +577,38 @@ fn throughput() {
                 work / secs / 1e9,
                 secs * 1e3,
                 rayon::current_num_threads()
+            );
+        }
+        // The exact path, on the f32 loops.
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            if !isa.is_supported() || only.as_deref().is_some_and(|name| name != isa.name()) {
+                continue;
+            }
+            let (mut out, mut buffers) = (AlignedVec::default(), AttentionBuffers::default());
+            let mut run = || {
+                causal_attention_f32(
+                    isa,
+                    heads,
+                    QkvRows::All(&qkv),
+                    &sequences,
+                    0.088,
+                    &unprepared,
+                    &mut buffers,
+                    &mut out,
+                );
+            };
+            run();
+            let repeats = (4e11 / work).clamp(3.0, 200.0) as usize;
+            let start = std::time::Instant::now();
+            for _ in 0..repeats {
+                run();
+            }
+            let secs = start.elapsed().as_secs_f64() / repeats as f64;
+            eprintln!(
+                "{name:>9} tokens {:>10}: {:7.1} GFLOP/s ({:.3} ms)",
+                format!("{isa} f32"),
+                work / secs / 1e9,
+                secs * 1e3,
             );
         }
     }

@@ -12,8 +12,16 @@
 //! separate multiply and add do; the softmax's own steps (`exp2`, the rescaling by `alpha`) keep
 //! the reference's operations one for one. Lanes never meet except in the row maximum, which is
 //! exact in any order, so the lane count does not change a bit.
+//!
+//! The exact path (`f32` Q, K and V) runs the same loops: its K and V are packed in the widened
+//! layouts, so a key block is copied instead of widened, and its probabilities are not rounded.
+//! The reference's f32 products are fused with their sums as here, so the two agree bit for bit
+//! in f32 too.
+
+use half::bf16;
 
 use super::kernel::{exp2, Pass, PassKernel};
+use super::Stored;
 use super::{KEYS, LANES};
 
 /// Query rows per pass.
@@ -62,7 +70,7 @@ pub(super) unsafe trait Wide: Copy {
     /// # Safety
     /// The CPU has the instructions; `pass` passed [`Pass::check`] for 8 rows; `block` is the
     /// pass's key block widened, and `queries` has room for 8 rows of dp.
-    unsafe fn pass(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]);
+    unsafe fn pass<E: Stored>(pass: &mut Pass<'_, E>, block: Block<'_>, queries: &mut [f32]);
     /// [`widen`] over these lanes, compiled as [`Wide::pass`].
     ///
     /// # Safety
@@ -103,7 +111,7 @@ impl<W: Wide> Widened<W> {
     }
 }
 
-impl<W: Wide> PassKernel for Widened<W> {
+impl<W: Wide> PassKernel<bf16> for Widened<W> {
     const ROWS: usize = ROWS;
 
     fn key_blocks(&mut self, k: [&[u32]; 2], v: [&[u32]; 2], dp: usize) {
@@ -119,6 +127,29 @@ impl<W: Wide> PassKernel for Widened<W> {
     }
 
     fn pass(&mut self, pass: &mut Pass<'_>) {
+        self.run(pass);
+    }
+}
+
+/// The exact path: K and V are packed in the widened layouts already, and only copied.
+impl<W: Wide> PassKernel<f32> for Widened<W> {
+    const ROWS: usize = ROWS;
+
+    fn key_blocks(&mut self, k: [&[f32]; 2], v: [&[f32]; 2], dp: usize) {
+        assert!(dp.is_multiple_of(32) && k[0].len() == KEYS * dp && v[0].len() == KEYS * dp);
+        self.keys.clear();
+        self.keys.extend_from_slice(k[0]);
+        self.values.clear();
+        self.values.extend_from_slice(v[0]);
+    }
+
+    fn pass(&mut self, pass: &mut Pass<'_, f32>) {
+        self.run(pass);
+    }
+}
+
+impl<W: Wide> Widened<W> {
+    fn run<E: Stored>(&mut self, pass: &mut Pass<'_, E>) {
         pass.check(ROWS);
         let size = KEYS * pass.dp;
         assert!(
@@ -160,7 +191,7 @@ unsafe fn widen<W: Wide>(words: &[u32], width: usize, wide: &mut [f32]) {
 /// # Safety
 /// As [`Wide::pass`].
 #[inline(always)]
-unsafe fn pass<W: Wide>(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]) {
+unsafe fn pass<W: Wide, E: Stored>(pass: &mut Pass<'_, E>, block: Block<'_>, queries: &mut [f32]) {
     // The loops below rely on these; an implementation breaking them fails to compile.
     const {
         assert!(ROWS.is_multiple_of(W::SCORE_ROWS) && W::OUT_VECS <= MAX_OUT_VECS);
@@ -172,7 +203,7 @@ unsafe fn pass<W: Wide>(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f3
     for (r, row) in queries.chunks_exact_mut(dp).enumerate() {
         let src = &pass.q[r * pass.q_stride..][..dp];
         for (d, s) in row.iter_mut().zip(src) {
-            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+            *d = s.to_f32();
         }
     }
     let (q, k) = (queries.as_ptr(), block.keys.as_ptr());
@@ -200,21 +231,21 @@ unsafe fn pass<W: Wide>(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f3
     let mut alpha = [0f32; ROWS];
     for (r, scores) in scores.iter().enumerate() {
         // SAFETY: r < 8 rows, as checked.
-        alpha[r] = unsafe { softmax_row::<W>(pass, r, scores, &mut probs[r]) };
+        alpha[r] = unsafe { softmax_row::<W, E>(pass, r, scores, &mut probs[r]) };
     }
     // SAFETY: as checked.
-    unsafe { add_pv::<W>(pass, block.values, &probs, &alpha) };
+    unsafe { add_pv::<W, E>(pass, block.values, &probs, &alpha) };
 }
 
 /// The reference's softmax step for row `r`: its running maximum and sum updated, its
-/// probabilities (rounded to bf16) into `probs`; returns the factor `alpha` that rescales the
-/// row's earlier sums.
+/// probabilities (rounded to bf16 in the bf16 path) into `probs`; returns the factor `alpha`
+/// that rescales the row's earlier sums.
 ///
 /// # Safety
 /// As [`pass`], and `r < 8`.
 #[inline(always)]
-unsafe fn softmax_row<W: Wide>(
-    pass: &mut Pass<'_>,
+unsafe fn softmax_row<W: Wide, E: Stored>(
+    pass: &mut Pass<'_, E>,
     r: usize,
     scores: &[W; MAX_VECS],
     probs: &mut [f32; KEYS],
@@ -238,7 +269,8 @@ unsafe fn softmax_row<W: Wide>(
     let minus_m = W::splat(-m);
     let mut p = [W::zero(); MAX_VECS];
     for g in 0..vecs {
-        let e = minus_m.fma(masked[g], c).exp2().round_to_bf16();
+        let e = minus_m.fma(masked[g], c).exp2();
+        let e = if E::ROUNDS { e.round_to_bf16() } else { e };
         p[g] = e.below(W::LANES * g, valid, W::zero());
         // SAFETY: LANES·g + LANES ≤ 32.
         unsafe { p[g].store(probs.as_mut_ptr().add(W::LANES * g)) };
@@ -270,8 +302,8 @@ unsafe fn softmax_row<W: Wide>(
 /// # Safety
 /// As [`pass`], with `values` the block's widened V.
 #[inline(always)]
-unsafe fn add_pv<W: Wide>(
-    pass: &mut Pass<'_>,
+unsafe fn add_pv<W: Wide, E: Stored>(
+    pass: &mut Pass<'_, E>,
     values: &[f32],
     probs: &[[f32; KEYS]; ROWS],
     alpha: &[f32; ROWS],
@@ -332,7 +364,7 @@ mod x86 {
         _mm512_sub_ps, _mm_cvtss_f32, _mm_max_ps, _mm_max_ss, _mm_movehdup_ps, _mm_movehl_ps,
     };
 
-    use super::{Block, Pass, Wide};
+    use super::{Block, Pass, Stored, Wide};
     use crate::attention::kernel::{EXP2_MIN, EXP2_POLY};
     use crate::gemm::split;
 
@@ -470,9 +502,9 @@ mod x86 {
         }
 
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn pass(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]) {
+        unsafe fn pass<E: Stored>(pass: &mut Pass<'_, E>, block: Block<'_>, queries: &mut [f32]) {
             // SAFETY: forwarded.
-            unsafe { super::pass::<Self>(pass, block, queries) }
+            unsafe { super::pass::<Self, E>(pass, block, queries) }
         }
 
         #[target_feature(enable = "avx2,fma")]
@@ -606,9 +638,9 @@ mod x86 {
         }
 
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn pass(pass: &mut Pass<'_>, block: Block<'_>, queries: &mut [f32]) {
+        unsafe fn pass<E: Stored>(pass: &mut Pass<'_, E>, block: Block<'_>, queries: &mut [f32]) {
             // SAFETY: forwarded.
-            unsafe { super::pass::<Self>(pass, block, queries) }
+            unsafe { super::pass::<Self, E>(pass, block, queries) }
         }
 
         #[target_feature(enable = "avx512f,avx2,fma")]

@@ -1,9 +1,10 @@
-//! Criterion benchmark of `Model::forward` on a packed batch, CPU, f32, as `dtype="f32"` runs it
-//! (the projections on our f32 GEMM where the CPU has AVX2).
+//! Criterion benchmark of the forward pass on a packed batch, CPU, f32: as `dtype="f32"` runs it
+//! (our decoder on the f32 loops, where the CPU has AVX2) and on candle's ops (CPUs without AVX2),
+//! side by side.
 //!
 //! The model is a small Qwen3 (hidden 256, 4 layers, 8 query / 2 KV heads of 32, MLP 768) whose
-//! weights are random and built in memory, so the bench needs no files; the values do not change
-//! the work done. Throughput is reported in tokens per second.
+//! weights are random, drawn in memory and written to a temporary checkpoint for our decoder to
+//! read; the values do not change the work done. Throughput is reported in tokens per second.
 //!
 //!     cargo bench -p candle-embed-engine --bench forward
 //!     cargo bench -p candle-embed-engine --bench forward -- --quick   # a fast look
@@ -12,9 +13,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use candle_core::{DType, Device};
+use candle_embed_engine::cpu::{self, F32};
+use candle_embed_engine::decoder::Decoder;
 use candle_embed_engine::device::parse_compute;
 use candle_embed_engine::model::{AttentionPath, Model};
 use candle_embed_engine::pack::PackedBatch;
+use candle_embed_engine::weights::WeightReader;
 use candle_embed_engine::Config;
 use candle_nn::{VarBuilder, VarMap};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -34,15 +38,25 @@ const CONFIG: &str = r#"{
     "tie_word_embeddings": true
 }"#;
 
-/// A model with weights drawn by candle-nn's default initializers (random linears and
-/// embeddings, unit norms).
-fn random_model(cfg: &Config) -> Model {
+/// The f32 decoders of a model with weights drawn by candle-nn's default initializers (random
+/// linears and embeddings, unit norms): candle's ops, and ours where this CPU has a family.
+fn random_models(cfg: &Config) -> Vec<(&'static str, Box<dyn Decoder>)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let f32_gemm = parse_compute("f32", &Device::Cpu)
+    let candle = Model::new(cfg, vb, AttentionPath::Blocked).expect("building the random model");
+    let mut models: Vec<(&str, Box<dyn Decoder>)> = vec![("candle", Box::new(candle))];
+    let ours = parse_compute("f32", &Device::Cpu)
         .expect("the f32 path on this CPU")
-        .f32_gemm;
-    Model::new(cfg, vb, AttentionPath::Blocked, f32_gemm).expect("building the random model")
+        .cpu_kernel;
+    if let Some(isa) = ours {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("model.safetensors");
+        varmap.save(&file).expect("writing the random checkpoint");
+        let reader = WeightReader::open(&[file]).expect("reading it back");
+        let model = cpu::Model::<F32>::new(cfg, &reader, isa).expect("packing the random model");
+        models.insert(0, ("ours", Box::new(model)));
+    }
+    models
 }
 
 /// A deterministic stream of token ids below `vocab` (64-bit LCG; no RNG crate needed).
@@ -92,7 +106,7 @@ fn shapes() -> Vec<(&'static str, Vec<usize>)> {
 
 fn forward(c: &mut Criterion) {
     let cfg: Config = serde_json::from_str(CONFIG).expect("valid bench config");
-    let model = random_model(&cfg);
+    let models = random_models(&cfg);
     let mut group = c.benchmark_group("forward_f32_cpu");
     group
         .sample_size(10)
@@ -101,10 +115,15 @@ fn forward(c: &mut Criterion) {
     for (name, lengths) in shapes() {
         let batch = PackedBatch::new(&sequences(&lengths, cfg.vocab_size));
         group.throughput(Throughput::Elements(batch.total_tokens() as u64));
-        let id = BenchmarkId::new(name, format!("{}tok", batch.total_tokens()));
-        group.bench_with_input(id, &batch, |b, batch| {
-            b.iter(|| model.pooled_states(black_box(batch)).expect("forward"));
-        });
+        for (decoder, model) in &models {
+            let id = BenchmarkId::new(
+                format!("{name}/{decoder}"),
+                format!("{}tok", batch.total_tokens()),
+            );
+            group.bench_with_input(id, &batch, |b, batch| {
+                b.iter(|| model.forward(black_box(batch)).expect("forward"));
+            });
+        }
     }
     group.finish();
 }

@@ -75,6 +75,6 @@ for cpu in EPYC-Milan SandyBridge; do
         tests/test_api.py::test_runner_info tests/test_api.py::test_explicit_dtype_equals_auto \
         tests/test_api.py::test_forced_kernels_agree \
         tests/test_api.py::test_bf16_runs_on_the_best_kernel_the_cpu_has \
-        tests/test_api.py::test_f32_runs_on_our_gemm_where_the_cpu_has_avx2 \
+        tests/test_api.py::test_f32_runs_on_our_kernels_where_the_cpu_has_avx2 \
         tests/test_errors.py::test_forced_kernel_the_cpu_lacks
 done

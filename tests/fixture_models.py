@@ -81,21 +81,21 @@ def runnable_cpu_kernels() -> list[str]:
     return [k for k, need in needs.items() if need <= flags] + ["reference"]
 
 
-# The loop whose f32 GEMM runs dtype="f32"'s projections where a bf16 family is chosen: CPUs with
-# AMX or AVX512-BF16 all have AVX-512F.
+# The family whose f32 loops run dtype="f32" where a bf16 family is chosen: CPUs with AMX or
+# AVX512-BF16 all have AVX-512F.
 F32_LOOP = {"amx": "avx512", "avx512bf16": "avx512", "avx512": "avx512", "avx2": "avx2", "reference": "reference"}
 
 
 def f32_cpu_kernel() -> str:
     """What dtype="f32" should report as its kernel here, read independently of the engine: our
-    f32 GEMM on the loop of the family the CPU (or CANDLE_EMBED_CPU_KERNEL) gives, or "candle"
-    (candle's matmul) where there is none."""
+    f32 loops of the family the CPU (or CANDLE_EMBED_CPU_KERNEL) gives, or "candle" (candle's
+    ops) where there is none."""
     kernel = expected_cpu_kernel()
     return F32_LOOP[kernel] if kernel else "candle"
 
 
 def runnable_f32_kernels() -> list[str]:
-    """Every f32 GEMM this CPU can run, fastest first: our loops, then candle's matmul."""
+    """Every f32 path this CPU can run, fastest first: our loops, then candle's ops."""
     return list(dict.fromkeys(F32_LOOP[k] for k in runnable_cpu_kernels())) + ["candle"]
 
 

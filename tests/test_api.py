@@ -374,9 +374,9 @@ def test_bf16_runs_on_the_best_kernel_the_cpu_has():
     assert (info["dtype"], info["kernel"]) == ("bf16", kernel)
 
 
-def test_f32_runs_on_our_gemm_where_the_cpu_has_avx2():
-    # dtype="f32": the projections on our f32 GEMM (the AVX-512F loop on CPUs with AMX or
-    # AVX512-BF16, AVX2's on AVX2-only ones), candle's matmul on CPUs without AVX2.
+def test_f32_runs_on_our_kernels_where_the_cpu_has_avx2():
+    # dtype="f32": our decoder on the f32 loops (AVX-512F's on CPUs with AMX or AVX512-BF16,
+    # AVX2's on AVX2-only ones), candle's ops on CPUs without AVX2.
     info = Runner(which=Which.Embedding(model_id=str(GQA), dtype="f32")).info
     assert (info["dtype"], info["kernel"]) == ("f32", f32_cpu_kernel())
 

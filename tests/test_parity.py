@@ -4,10 +4,10 @@ The fixtures (tiny random-weight Qwen3 models and their expected outputs) are wr
 `scripts/make_fixtures.py`; see that script for how the references were computed. Every
 (dtype, model, case) triple is its own test, named `<dtype>-<model>/<case id>`.
 
-Both compute dtypes run, each on every path this CPU can take. f32: the projections on our f32
-GEMM, on the loop the engine picks ("f32"), with the varlen attention model ("f32-varlen"), then
-every other loop forced in turn ("f32-avx2", "f32-reference", and "f32-candle", candle's matmul,
-what a CPU without AVX2 runs). bf16 on our kernels: the family dtype="bf16" picks ("bf16"), then
+Both compute dtypes run, each on every path this CPU can take. f32: our decoder on the f32 loops
+the engine picks ("f32"), then every other loop forced in turn ("f32-avx2", "f32-reference"), and
+candle's ops, what a CPU without AVX2 runs ("f32-candle"), also with the varlen attention model
+(the CUDA kernel's CPU twin, "f32-varlen"). bf16 on our kernels: the family dtype="bf16" picks ("bf16"), then
 every other family this CPU can run, forced in turn ("bf16-avx2", "bf16-reference", ...), so each
 kernel `auto` might pick is held to the same yardstick. On a CPU with no bf16 family, "bf16" runs
 the portable reference kernels.
@@ -81,7 +81,7 @@ def runners():
                 kernel = "candle+varlen"
             elif kernel == "varlen":
                 mp.setenv("CANDLE_EMBED_ATTENTION", "varlen")
-                kernel = f"{f32_cpu_kernel()}+varlen"
+                kernel = "candle+varlen"
             elif dtype == "bf16":
                 kernel = kernel or bf16_cpu_kernel() or "reference"
                 mp.setenv("CANDLE_EMBED_CPU_KERNEL", kernel)
@@ -124,15 +124,15 @@ def _singles(request: dict) -> list[dict]:
 
 
 def _bitwise_batches(dtype: str) -> bool:
-    """Whether batching must leave every bit of a vector alone: our kernels (bf16, and the f32
-    projections' GEMM) put every row and every sequence through the same instructions in the same
-    order. candle's matmul is free to block by shape, and so is cuBLAS."""
+    """Whether batching must leave every bit of a vector alone: our kernels (bf16 and f32) put
+    every row and every sequence through the same instructions in the same order. candle's matmul
+    is free to block by shape, and so is cuBLAS."""
     if DEVICE != "cpu":
         return False
     precision, _, kernel = dtype.partition("-")
     if precision == "bf16":
         return True
-    return (kernel if kernel not in ("", "varlen") else f32_cpu_kernel()) != "candle"
+    return (kernel or f32_cpu_kernel()) not in ("candle", "varlen")
 
 
 def _record(request: pytest.FixtureRequest, a: np.ndarray, b: np.ndarray, max_diff: float) -> None:

@@ -1,4 +1,5 @@
-//! Where the bf16 CPU forward pass spends its time: GEMM, attention, the rest, on packed batches
+//! Where the CPU forward pass spends its time (bf16, or with `--f32` the exact path's f32):
+//! GEMM, attention, the rest, on packed batches
 //! shaped like the end-to-end benchmark's corpus (log-normal lengths around a median of 60
 //! tokens, 5 to 500, batches of at most 8192 tokens), or with `--query L` on one L-token
 //! sequence forwarded alone, again and again (a short query's latency, set beside the time to
@@ -9,12 +10,13 @@
 //!     python3 scripts/make_bench_model.py
 //!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random [sequences]
 //!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random --query 16
+//!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random 128 --f32
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_embed_engine::cpu_bf16::Model;
+use candle_embed_engine::cpu::{Bf16, Model, F32};
 use candle_embed_engine::decoder::Decoder;
 use candle_embed_engine::pack::{PackedBatch, TokenBudget};
 use candle_embed_engine::weights::{local_files, WeightReader};
@@ -100,7 +102,9 @@ fn main() -> anyhow::Result<()> {
     let times: &'static SpanTimes = Box::leak(Box::default());
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times))?;
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let f32 = args.iter().any(|a| a == "--f32");
+    args.retain(|a| a != "--f32");
     let dir = std::path::PathBuf::from(
         args.first()
             .map_or("bench-out/qwen3-0.6b-random", String::as_str),
@@ -114,11 +118,18 @@ fn main() -> anyhow::Result<()> {
         },
     };
     let isa = match candle_embed_kernels::isa::select().map_err(anyhow::Error::msg)? {
+        candle_embed_kernels::Selection::Bf16(isa) if f32 => isa.for_f32(),
         candle_embed_kernels::Selection::Bf16(isa) => isa,
-        candle_embed_kernels::Selection::None => anyhow::bail!("no bf16 kernel on this CPU"),
+        candle_embed_kernels::Selection::None => anyhow::bail!("no kernel family on this CPU"),
     };
     let cfg = Config::from_file(&dir.join("config.json"))?;
-    let model = Model::new(&cfg, &WeightReader::open(&local_files(&dir)?)?, isa)?;
+    let reader = WeightReader::open(&local_files(&dir)?)?;
+    let model: Box<dyn Decoder> = if f32 {
+        Box::new(Model::<F32>::new(&cfg, &reader, isa)?)
+    } else {
+        Box::new(Model::<Bf16>::new(&cfg, &reader, isa)?)
+    };
+    let (precision, weight_size) = if f32 { ("f32", 4.0) } else { ("bf16", 2.0) };
 
     let (sequences, batches, passes) = inputs(&workload);
     let count = sequences.len() * passes;
@@ -160,10 +171,10 @@ fn main() -> anyhow::Result<()> {
         2.0 * (qkv_weights * tokens as f64 * layers + rest_weights * rest_rows)
     };
     println!(
-        "{isa}: {count} sequences, {tokens} tokens in {total:.2?}: {:.0} tokens/s",
+        "{isa} {precision}: {count} sequences, {tokens} tokens in {total:.2?}: {:.0} tokens/s",
         tokens as f64 / total.as_secs_f64()
     );
-    // Attention's span includes rounding Q, K and V to bf16 (with the norms and rotary
+    // Attention's span includes storing Q, K and V as bf16 or f32 (with the norms and rotary
     // embedding), so its rate is of the whole step, not of the products alone.
     let attention_flops = {
         let heads = Heads { q, kv, dim: d };
@@ -183,11 +194,11 @@ fn main() -> anyhow::Result<()> {
     if let Workload::Query { .. } = workload {
         // A short query cannot beat one read of the layers' weights (the embedding table is
         // only indexed): set the GEMMs' time beside it.
-        let weight_bytes = 2.0 * layers * (qkv_weights + rest_weights);
+        let weight_bytes = weight_size * layers * (qkv_weights + rest_weights);
         let per_pass = total / passes as u32;
         println!(
-            "  {per_pass:.2?} a query; its GEMMs read the layers' {:.2} GB of bf16 weights at \
-             {:.1} GB/s",
+            "  {per_pass:.2?} a query; its GEMMs read the layers' {:.2} GB of {precision} weights \
+             at {:.1} GB/s",
             weight_bytes / 1e9,
             weight_bytes * passes as f64 / gemm.as_secs_f64() / 1e9
         );

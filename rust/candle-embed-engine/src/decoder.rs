@@ -1,6 +1,6 @@
 //! The forward pass behind one interface: a packed batch in, each sequence's pooled row out
 //! (final norm applied). [`crate::model::Model`] (candle's ops, any device) and
-//! [`crate::cpu_bf16::Model`] (our bf16 CPU kernels) implement it; [`crate::Embedder`] and the
+//! [`crate::cpu::Model`] (our CPU kernels, bf16 or f32) implement it; [`crate::Embedder`] and the
 //! server's scheduler drive either the same way.
 
 use crate::error::{EngineError, Result};

@@ -41,11 +41,10 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Compute {
     pub dtype: DType,
-    /// `Some` for the bf16 CPU path ([`crate::cpu_bf16`]); `None` runs candle's own ops.
+    /// `Some` where our CPU decoder ([`crate::cpu`]) runs, on this family's kernels: in bf16 the
+    /// family selected, in f32 its f32 loops ([`Isa::for_f32`]). `None` runs candle's own ops
+    /// (GPUs; in f32, CPUs without AVX2 or `CANDLE_EMBED_CPU_KERNEL=none`).
     pub cpu_kernel: Option<Isa>,
-    /// f32 on CPU: the family whose f32 GEMM runs the projections ([`Isa::for_f32`]); `None`
-    /// leaves them to candle's matmul (no AVX2, or `CANDLE_EMBED_CPU_KERNEL=none`).
-    pub f32_gemm: Option<Isa>,
 }
 
 /// The compute dtype for `spec` on `device`. `"auto"` is bf16 on GPUs, and on CPUs with AMX,
@@ -56,7 +55,6 @@ pub fn parse_compute(spec: &str, device: &Device) -> Result<Compute> {
         Ok(Compute {
             dtype,
             cpu_kernel: None,
-            f32_gemm: None,
         })
     };
     let dtype = match spec {
@@ -65,7 +63,6 @@ pub fn parse_compute(spec: &str, device: &Device) -> Result<Compute> {
                 Selection::Bf16(isa) => Ok(Compute {
                     dtype: DType::BF16,
                     cpu_kernel: Some(isa),
-                    f32_gemm: None,
                 }),
                 Selection::None => candle(DType::F32),
             };
@@ -92,8 +89,7 @@ pub fn parse_compute(spec: &str, device: &Device) -> Result<Compute> {
     if dtype == DType::F32 {
         return Ok(Compute {
             dtype,
-            cpu_kernel: None,
-            f32_gemm: match cpu_selection()? {
+            cpu_kernel: match cpu_selection()? {
                 Selection::Bf16(isa) => Some(isa.for_f32()),
                 Selection::None => None,
             },
@@ -108,7 +104,6 @@ pub fn parse_compute(spec: &str, device: &Device) -> Result<Compute> {
         Selection::Bf16(isa) => Ok(Compute {
             dtype,
             cpu_kernel: Some(isa),
-            f32_gemm: None,
         }),
         Selection::None => Err(EngineError::Unsupported(format!(
             "dtype {spec:?} on CPU needs AMX, AVX512-BF16, AVX-512F or AVX2, which this CPU lacks \
@@ -167,8 +162,7 @@ mod tests {
             cpu("float32").unwrap(),
             Compute {
                 dtype: DType::F32,
-                cpu_kernel: None,
-                f32_gemm: fast.map(Isa::for_f32),
+                cpu_kernel: fast.map(Isa::for_f32),
             }
         );
         assert_eq!(cpu("bf16").ok().and_then(|c| c.cpu_kernel), bf16);

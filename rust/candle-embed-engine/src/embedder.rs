@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use candle_embed_kernels::Isa;
 
 use crate::config::{Config, EmbeddingArchitecture};
-use crate::cpu_bf16;
+use crate::cpu;
 use crate::decoder::{forward_all_until, Decoder};
 use crate::device::{parse_compute, parse_device};
 use crate::error::{EngineError, Result};
@@ -132,35 +131,35 @@ impl Loaded {
         let reader = weights::WeightReader::open(&files.weights)?;
         architecture.check_weights(&config, &reader)?;
 
-        let (decoder, storage_dtype): (Arc<dyn Decoder>, _) = if let Some(isa) = compute.cpu_kernel
-        {
+        // A forced varlen attention in f32 runs candle's ops around it: that path exists to test
+        // the CUDA kernel's CPU model.
+        let ours = compute
+            .cpu_kernel
+            .filter(|_| !(dtype == DType::F32 && attention == AttentionPath::Varlen));
+        let (decoder, storage_dtype): (Arc<dyn Decoder>, _) = if let Some(isa) = ours {
             let storage = reader.dtype("embed_tokens.weight")?;
-            (
-                Arc::new(cpu_bf16::Model::new(&config, &reader, isa)?),
-                storage,
-            )
+            let decoder: Arc<dyn Decoder> = if dtype == DType::F32 {
+                Arc::new(cpu::Model::<cpu::F32>::new(&config, &reader, isa)?)
+            } else {
+                Arc::new(cpu::Model::<cpu::Bf16>::new(&config, &reader, isa)?)
+            };
+            (decoder, storage)
         } else {
             let (vb, storage) = weights::var_builder(&files.weights, dtype, &device)?;
             let dir = files.weights[0]
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
                 .to_owned();
-            let model = Model::new(&config, vb, attention, compute.f32_gemm)
+            let model = Model::new(&config, vb, attention)
                 .map_err(|source| EngineError::Weights { dir, source })?;
             (Arc::new(model), storage)
         };
         candle_embed_kernels::aligned::release_free_memory();
-        // The bf16 path's kernel; in f32, the projections' GEMM and, on the varlen path, the
-        // attention kernel beside it.
-        let kernel = match (compute.cpu_kernel, attention) {
+        // Our decoder's kernel family, or candle's ops (with the varlen attention kernel).
+        let kernel = match (ours, attention) {
             (Some(isa), _) => isa.name().to_owned(),
-            (None, path) => {
-                let gemm = compute.f32_gemm.map_or("candle", Isa::name);
-                match path {
-                    AttentionPath::Blocked => gemm.to_owned(),
-                    AttentionPath::Varlen => format!("{gemm}+varlen"),
-                }
-            }
+            (None, AttentionPath::Blocked) => "candle".to_owned(),
+            (None, AttentionPath::Varlen) => "candle+varlen".to_owned(),
         };
 
         let info = ModelInfo {

@@ -6,7 +6,7 @@
 //! 2. [`pack`] — sequences end to end in batches of at most a [`pack::TokenBudget`];
 //! 3. [`decoder`] — one forward pass per batch, each sequence's last row pooled ([`pool`]):
 //!    [`model`] on candle's ops (any device; attention over the packed batch by [`varlen`] on
-//!    CUDA), or [`cpu_bf16`] on our bf16 CPU kernels;
+//!    CUDA), or [`cpu`] on our CPU kernels (bf16, and f32 for the exact path);
 //! 4. [`output`] — Matryoshka cut, L2 normalization and [`quantize`] (the requested precision)
 //!    into one contiguous matrix.
 //!
@@ -16,7 +16,7 @@
 //! decoder, and two rows of the LM head instead of the output plan.
 
 pub mod config;
-pub mod cpu_bf16;
+pub mod cpu;
 pub mod decoder;
 pub mod device;
 pub mod embedder;

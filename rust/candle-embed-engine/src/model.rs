@@ -10,16 +10,11 @@
 //! [`crate::varlen`] call on CUDA, per sequence elsewhere ([`AttentionPath`]).
 //!
 //! The matmuls run in the weights' dtype (bf16 on GPUs); the residual stream, the norms, RoPE,
-//! SiLU·up and softmax stay f32, as in the bf16 CPU path ([`crate::cpu_bf16`]), which is what
-//! keeps bf16 vectors closer to the f32 reference than transformers' all-bf16 run. On a CPU in
-//! f32 the projections run on our f32 GEMM where the CPU has AVX2 ([`gemm_f32`], SiLU·up fused
-//! into gate/up): on AMD Zen 5 twice the GFLOP/s of candle's matmul from 128 rows on and four
-//! times at 16, and a row's sums do not depend on the batch.
-
-use std::sync::Arc;
+//! SiLU·up and softmax stay f32, as in our CPU decoder ([`crate::cpu`]), which is what keeps bf16
+//! vectors closer to the f32 reference than transformers' all-bf16 run. CPUs run this decoder in
+//! f32 only where they have no AVX2 (or `CANDLE_EMBED_CPU_KERNEL=none` says so).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_embed_kernels::{gemm_f32, gemm_f32_silu_mul, Isa, PackedWeight};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
 use crate::config::Config;
@@ -158,61 +153,27 @@ struct Pass<'a> {
 /// bf16 inputs, f32 sums, one rounding of the result). The weight may be several checkpoint
 /// matrices stacked (q, k, v or gate, up), so one matmul does the work of several.
 #[derive(Debug, Clone)]
-enum Proj {
-    /// candle's matmul.
-    Candle(Linear),
-    /// f32 on CPU: the weight packed once at load for our f32 GEMM on `isa`'s loop.
-    Packed {
-        weight: Arc<PackedWeight<f32>>,
-        isa: Isa,
-    },
-}
+struct Proj(Linear);
 
 impl Proj {
-    /// The projection of the checkpoint matrices `names` (`sizes` rows each) stacked, on our f32
-    /// GEMM where `f32_gemm` names its loop and the weights are f32 on the CPU.
+    /// The projection of the checkpoint matrices `names` (`sizes` rows each) stacked.
     fn load(
         vb: &VarBuilder,
         names: &[&str],
         sizes: &[usize],
         input: usize,
-        f32_gemm: Option<Isa>,
     ) -> candle_core::Result<Self> {
-        let weight = stacked(vb, names, sizes, input)?;
-        match packs_f32(vb, f32_gemm) {
-            Some(isa) => {
-                let (n, k) = weight.dims2()?;
-                let weight = cpu_f32(&weight, |values| PackedWeight::new(values, n, k))?;
-                Ok(Self::Packed {
-                    weight: Arc::new(weight),
-                    isa,
-                })
-            }
-            None => Ok(Self::Candle(Linear::new(weight, None))),
-        }
+        Ok(Self(Linear::new(stacked(vb, names, sizes, input)?, None)))
     }
 
     fn dtype(&self) -> DType {
-        match self {
-            Self::Candle(linear) => linear.weight().dtype(),
-            Self::Packed { .. } => DType::F32,
-        }
+        self.0.weight().dtype()
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::Candle(linear) => linear
-                .forward(&x.to_dtype(self.dtype())?)?
-                .to_dtype(DType::F32),
-            Self::Packed { weight, isa } => {
-                let (rows, n) = (x.dim(0)?, weight.n());
-                let mut out = vec![0f32; rows * n];
-                cpu_f32(x, |values| {
-                    gemm_f32(*isa, values, weight, &mut out, n, false);
-                })?;
-                Tensor::from_vec(out, (rows, n), x.device())
-            }
-        }
+        self.0
+            .forward(&x.to_dtype(self.dtype())?)?
+            .to_dtype(DType::F32)
     }
 }
 
@@ -239,24 +200,6 @@ fn stacked(
     Tensor::cat(&parts, 0)
 }
 
-/// The loop of our f32 GEMM for the weights under `vb`: `f32_gemm` where they are f32 on the
-/// CPU, else none (candle's matmul).
-fn packs_f32(vb: &VarBuilder, f32_gemm: Option<Isa>) -> Option<Isa> {
-    f32_gemm.filter(|_| vb.device().is_cpu() && vb.dtype() == DType::F32)
-}
-
-/// `f` on the values of an f32 tensor in CPU memory, read in place where it is contiguous.
-fn cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let t = t.to_dtype(DType::F32)?.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("an f32 operand of our GEMM is not in CPU memory");
-    };
-    Ok(f(
-        &cpu.as_slice::<f32>()?[layout.start_offset()..][..t.elem_count()]
-    ))
-}
-
 /// An RMSNorm in f32 whatever the checkpoint's dtype, as the bf16 CPU path and the reference
 /// keep norms.
 fn norm(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<RmsNorm> {
@@ -277,14 +220,14 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &Config, vb: VarBuilder, f32_gemm: Option<Isa>) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         let (hidden, head_dim) = (cfg.hidden_size, cfg.head_dim());
         let (num_heads, num_kv_heads) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let (q, kv) = (num_heads * head_dim, num_kv_heads * head_dim);
         let qkv = ["q_proj", "k_proj", "v_proj"];
         Ok(Self {
-            qkv_proj: Proj::load(&vb, &qkv, &[q, kv, kv], hidden, f32_gemm)?,
-            o_proj: Proj::load(&vb, &["o_proj"], &[hidden], q, f32_gemm)?,
+            qkv_proj: Proj::load(&vb, &qkv, &[q, kv, kv], hidden)?,
+            o_proj: Proj::load(&vb, &["o_proj"], &[hidden], q)?,
             q_norm: norm(head_dim, cfg.rms_norm_eps, vb.pp("q_norm"))?,
             k_norm: norm(head_dim, cfg.rms_norm_eps, vb.pp("k_norm"))?,
             num_heads,
@@ -391,51 +334,18 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate_up: GateUp,
+    /// gate_proj and up_proj stacked.
+    gate_up: Proj,
     down_proj: Proj,
     intermediate: usize,
 }
 
-/// The MLP's gate and up projections.
-#[derive(Debug, Clone)]
-enum GateUp {
-    /// gate_proj and up_proj stacked, SiLU·up by candle's ops after.
-    Stacked(Proj),
-    /// f32 on CPU: interleaved 16 columns at a time for our f32 GEMM, which applies SiLU·up to
-    /// each block as it leaves the registers ([`gemm_f32_silu_mul`]); the `rows × 2·intermediate`
-    /// products and candle's two passes over them (a third of the MLP's memory) are gone.
-    Fused {
-        weight: Arc<PackedWeight<f32>>,
-        isa: Isa,
-    },
-}
-
 impl Mlp {
-    fn new(cfg: &Config, vb: VarBuilder, f32_gemm: Option<Isa>) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
-        let gate_up = match packs_f32(&vb, f32_gemm) {
-            Some(isa) => {
-                let gate = stacked(&vb, &["gate_proj"], &[inter], hidden)?;
-                let up = stacked(&vb, &["up_proj"], &[inter], hidden)?;
-                let weight = cpu_f32(&gate, |gate| {
-                    cpu_f32(&up, |up| PackedWeight::gate_up(gate, up, inter, hidden))
-                })??;
-                GateUp::Fused {
-                    weight: Arc::new(weight),
-                    isa,
-                }
-            }
-            None => GateUp::Stacked(Proj::load(
-                &vb,
-                &["gate_proj", "up_proj"],
-                &[inter, inter],
-                hidden,
-                None,
-            )?),
-        };
         Ok(Self {
-            gate_up,
-            down_proj: Proj::load(&vb, &["down_proj"], &[hidden], inter, f32_gemm)?,
+            gate_up: Proj::load(&vb, &["gate_proj", "up_proj"], &[inter, inter], hidden)?,
+            down_proj: Proj::load(&vb, &["down_proj"], &[hidden], inter)?,
             intermediate: inter,
         })
     }
@@ -444,22 +354,10 @@ impl Mlp {
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let inter = self.intermediate;
-        let act = match &self.gate_up {
-            GateUp::Stacked(proj) => {
-                let gate_up = proj.forward(x)?;
-                let gate = gate_up.narrow(1, 0, inter)?.silu()?;
-                (gate * gate_up.narrow(1, inter, inter)?)?
-            }
-            GateUp::Fused { weight, isa } => {
-                let rows = x.dim(0)?;
-                let mut out = vec![0f32; rows * inter];
-                cpu_f32(x, |values| {
-                    gemm_f32_silu_mul(*isa, values, weight, inter, &mut out);
-                })?;
-                Tensor::from_vec(out, (rows, inter), x.device())?
-            }
-        };
-        self.down_proj.forward(&act)
+        let gate_up = self.gate_up.forward(x)?;
+        let gate = gate_up.narrow(1, 0, inter)?.silu()?;
+        self.down_proj
+            .forward(&(gate * gate_up.narrow(1, inter, inter)?)?)
     }
 }
 
@@ -472,16 +370,16 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Config, vb: VarBuilder, f32_gemm: Option<Isa>) -> candle_core::Result<Self> {
+    fn new(cfg: &Config, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
             input_layernorm: norm(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-            self_attn: Attention::new(cfg, vb.pp("self_attn"), f32_gemm)?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
             post_attention_layernorm: norm(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
                 vb.pp("post_attention_layernorm"),
             )?,
-            mlp: Mlp::new(cfg, vb.pp("mlp"), f32_gemm)?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
         })
     }
 
@@ -515,18 +413,16 @@ pub struct Model {
 
 impl Model {
     /// Builds the model from weights under `vb` (the level holding `embed_tokens`, `layers`,
-    /// `norm`), attention as `attention` says; in f32 on a CPU the projections run on
-    /// `f32_gemm`'s loop ([`crate::device::Compute::f32_gemm`]), or on candle's matmul without.
+    /// `norm`), attention as `attention` says.
     pub fn new(
         cfg: &Config,
         vb: VarBuilder,
         attention: AttentionPath,
-        f32_gemm: Option<Isa>,
     ) -> candle_core::Result<Self> {
         let embed_tokens =
             candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("embed_tokens"))?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i), f32_gemm))
+            .map(|i| DecoderLayer::new(cfg, vb.pp("layers").pp(i)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             embed_tokens,

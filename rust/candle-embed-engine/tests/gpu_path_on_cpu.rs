@@ -21,7 +21,7 @@ fn load(model: &str, dtype: DType) -> Model {
         .unwrap();
     let config = Config::from_file(&files.config).unwrap();
     let (vb, _) = weights::var_builder(&files.weights, dtype, &Device::Cpu).unwrap();
-    Model::new(&config, vb, AttentionPath::Varlen, None).unwrap()
+    Model::new(&config, vb, AttentionPath::Varlen).unwrap()
 }
 
 fn rows(value: &Value) -> Vec<Vec<f64>> {

@@ -1,11 +1,14 @@
-//! The Qwen3 decoder on CPU in bf16, on our own kernels (`candle-embed-kernels`).
+//! The Qwen3 decoder on CPU, on our own kernels (`candle-embed-kernels`), in bf16 or in f32.
 //!
-//! Same computation as [`crate::model`], with the precision split the reference's bf16 run
-//! would envy: matmul inputs are bf16 and their sums f32, while the residual stream, RMSNorm,
-//! RoPE, softmax and pooling stay f32. Weights are read once, fused (q/k/v into one projection,
-//! gate/up into one) and packed for the kernels; nothing else is kept.
+//! Same computation as [`crate::model`]. In bf16 ([`Bf16`]), with the precision split the
+//! reference's bf16 run would envy: matmul inputs are bf16 and their sums f32, while the residual
+//! stream, RMSNorm, RoPE, softmax and pooling stay f32. In f32 ([`F32`], `dtype="f32"`) nothing is
+//! rounded to bf16, and every matmul output is its products summed one fused multiply-add at a
+//! time in a fixed order, so a row's bits do not depend on its batch. Weights are read once,
+//! fused (q/k/v into one projection, gate/up into one) and packed for the kernels; nothing else
+//! is kept.
 //!
-//! Per layer, for the packed batch's `tokens` rows:
+//! Per layer, for the packed batch's `tokens` rows (bf16 below is the [`Precision`]'s type):
 //! RMSNorm → bf16 → qkv GEMM → causal GQA attention (its packing applies the per-head RMSNorm and
 //! RoPE in f32 to each row as it rounds it to bf16) → bf16 → o_proj GEMM added into the residual →
 //! RMSNorm → bf16 → gate/up GEMM with SiLU·up fused → bf16 → down GEMM added into the residual.
@@ -20,11 +23,9 @@
 
 use std::sync::Mutex;
 
-use candle_embed_kernels::attention::{causal_attention, AttentionBuffers, Heads, QkvRows};
-use candle_embed_kernels::{
-    elementwise, f32_to_bf16, gemm, gemm_silu_mul, AlignedVec, BfMatrix, Isa, PackedWeight,
-};
-use half::bf16;
+use candle_embed_kernels::attention::{AttentionBuffers, Heads, QkvRows, Stored};
+use candle_embed_kernels::pack::Element;
+use candle_embed_kernels::{elementwise, AlignedVec, Isa, PackedWeight};
 use rayon::prelude::*;
 
 use crate::config::Config;
@@ -34,7 +35,12 @@ use crate::pack::PackedBatch;
 use crate::pool::Pooled;
 use crate::weights::WeightReader;
 
-/// Rows per MLP chunk: its `rows × intermediate` bf16 stays at ~6 MB for the 0.6B shape.
+mod precision;
+
+pub use precision::{Bf16, Precision, F32};
+
+/// Rows per MLP chunk: its `rows × intermediate` bf16 stays at ~6 MB for the 0.6B shape (12 MB
+/// in f32).
 const MLP_ROWS: usize = 1024;
 
 /// Tokens (whole sequences) whose f32 q/k/v rows are computed and packed for attention at a
@@ -62,17 +68,16 @@ impl RmsNorm {
         elementwise::rms_norm(x, &self.weight, self.eps);
     }
 
-    /// Every row of `x` (rows of `width`), normed and rounded to bf16 into `out`.
-    fn to_bf16(&self, x: &[f32], width: usize, out: &mut BfMatrix) {
-        out.reshape_for_overwrite(x.len() / width, width);
-        out.par_rows_mut()
+    /// Every row of `x` (rows of `width`), normed and stored as `P`'s matmul input into `out`.
+    fn to_rows<P: Precision>(&self, x: &[f32], width: usize, out: &mut P::Rows) {
+        P::reshape(out, x.len() / width, width)
             .zip(x.par_chunks_exact(width))
             .for_each_init(
                 || vec![0f32; width],
                 |row, (dst, src)| {
                     row.copy_from_slice(src);
                     self.apply(row);
-                    f32_to_bf16(row, &mut dst[..width]);
+                    P::store(row, &mut dst[..width]);
                 },
             );
     }
@@ -112,28 +117,47 @@ const KEEP_TOKENS: usize = 16_384;
 /// Activation buffers, reused across layers and, through [`Kept`], across forward passes: a
 /// batch's buffers run to hundreds of MB, and fresh ones cost a page fault per page (in a VM,
 /// faulting in the attention buffers for every layer took 15% of the whole pass).
-#[derive(Default)]
-struct Scratch {
+struct Scratch<P: Precision> {
     /// `(tokens, hidden)` residual stream.
     x: AlignedVec<f32>,
-    normed: BfMatrix,
+    normed: P::Rows,
     /// f32 GEMM outputs are stored as tiles: aligned so that each tile row is one cache line.
     qkv: AlignedVec<f32>,
-    attention: AttentionBuffers,
-    attn: BfMatrix,
+    attention: AttentionBuffers<P::E>,
+    attn: P::Rows,
     /// The last layer's attention rows of the pooled tokens.
-    picked: BfMatrix,
-    mlp_in: BfMatrix,
-    mlp_mid: BfMatrix,
+    picked: P::Rows,
+    mlp_in: P::Rows,
+    mlp_mid: P::Rows,
+}
+
+impl<P: Precision> Default for Scratch<P> {
+    fn default() -> Self {
+        Self {
+            x: AlignedVec::default(),
+            normed: P::Rows::default(),
+            qkv: AlignedVec::default(),
+            attention: AttentionBuffers::default(),
+            attn: P::Rows::default(),
+            picked: P::Rows::default(),
+            mlp_in: P::Rows::default(),
+            mlp_mid: P::Rows::default(),
+        }
+    }
 }
 
 /// The scratch of the last forward pass, for the next one. A pass running while another holds
 /// it (two threads sharing the model) allocates its own.
-#[derive(Default)]
-struct Kept(Mutex<Option<Box<Scratch>>>);
+struct Kept<P: Precision>(Mutex<Option<Box<Scratch<P>>>>);
 
-impl Kept {
-    fn take(&self) -> Box<Scratch> {
+impl<P: Precision> Default for Kept<P> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<P: Precision> Kept<P> {
+    fn take(&self) -> Box<Scratch<P>> {
         self.0
             .try_lock()
             .ok()
@@ -141,43 +165,45 @@ impl Kept {
             .unwrap_or_default()
     }
 
-    fn put(&self, scratch: Box<Scratch>) {
+    fn put(&self, scratch: Box<Scratch<P>>) {
         if let Ok(mut kept) = self.0.try_lock() {
             *kept = Some(scratch);
         }
     }
 }
 
-impl Clone for Kept {
+impl<P: Precision> Clone for Kept<P> {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-impl std::fmt::Debug for Kept {
+impl<P: Precision> std::fmt::Debug for Kept<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Kept")
     }
 }
 
 #[derive(Debug, Clone)]
-struct Attention {
+struct Attention<E: Element> {
     /// q, k and v projections stacked: `(q + 2·kv)·head_dim` outputs.
-    qkv_proj: PackedWeight,
-    o_proj: PackedWeight,
+    qkv_proj: PackedWeight<E>,
+    o_proj: PackedWeight<E>,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
     heads: Heads,
 }
 
-impl Attention {
-    fn new(cfg: &Config, r: &WeightReader) -> Result<Self> {
+impl<E: Element + Stored> Attention<E> {
+    fn new<P: Precision<E = E>>(cfg: &Config, r: &WeightReader) -> Result<Self> {
         let (hidden, dim) = (cfg.hidden_size, cfg.head_dim());
         let (q, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        let mut stacked = r.pp("q_proj").bf16("weight", &[q * dim, hidden])?;
-        stacked.extend(r.pp("k_proj").bf16("weight", &[kv * dim, hidden])?);
-        stacked.extend(r.pp("v_proj").bf16("weight", &[kv * dim, hidden])?);
-        let o = r.pp("o_proj").bf16("weight", &[hidden, q * dim])?;
+        let read =
+            |name: &str, rows: usize, cols: usize| P::read(&r.pp(name), "weight", &[rows, cols]);
+        let mut stacked = read("q_proj", q * dim, hidden)?;
+        stacked.extend(read("k_proj", kv * dim, hidden)?);
+        stacked.extend(read("v_proj", kv * dim, hidden)?);
+        let o = read("o_proj", hidden, q * dim)?;
         Ok(Self {
             qkv_proj: PackedWeight::new(&stacked, (q + 2 * kv) * dim, hidden),
             o_proj: PackedWeight::new(&o, hidden, q * dim),
@@ -188,45 +214,45 @@ impl Attention {
     }
 
     /// Adds the attention output of the residual rows `x` (normed by `norm`) to `x`.
-    fn forward(
+    fn forward<P: Precision<E = E>>(
         &self,
         isa: Isa,
         x: &mut [f32],
         norm: &RmsNorm,
         rope: &Rope,
         batch: &PackedBatch,
-        s: &mut Scratch,
+        s: &mut Scratch<P>,
     ) {
         self.attend(isa, x, norm, rope, batch, s);
         let _gemm = tracing::trace_span!("gemm").entered();
-        gemm(isa, &s.attn, &self.o_proj, x, self.o_proj.n(), true);
+        P::gemm(isa, &s.attn, &self.o_proj, x, self.o_proj.n(), true);
     }
 
     /// Attention of the residual rows `x`, normed by `norm`, before the output projection, into
     /// `s.attn`. The q/k/v projection runs group by group of whole sequences, each group packed
     /// for attention while its f32 rows are still in cache.
-    fn attend(
+    fn attend<P: Precision<E = E>>(
         &self,
         isa: Isa,
         x: &[f32],
         norm: &RmsNorm,
         rope: &Rope,
         batch: &PackedBatch,
-        s: &mut Scratch,
+        s: &mut Scratch<P>,
     ) {
         let Heads { q, kv, dim } = self.heads;
         let (hidden, width) = (norm.weight.len(), (q + 2 * kv) * dim);
         let normed = &mut s.normed;
         // (group tokens, (q + 2·kv)·dim)
         let mut compute = |tokens: std::ops::Range<usize>, qkv: &mut AlignedVec<f32>| {
-            norm.to_bf16(
+            norm.to_rows::<P>(
                 &x[tokens.start * hidden..tokens.end * hidden],
                 hidden,
                 normed,
             );
             qkv.resize_for_overwrite(tokens.len() * width);
             let _gemm = tracing::trace_span!("gemm").entered();
-            gemm(isa, normed, &self.qkv_proj, qkv, width, false);
+            P::gemm(isa, normed, &self.qkv_proj, qkv, width, false);
         };
         let ranges: Vec<_> = batch.ranges().collect();
         let scale = 1.0 / (dim as f32).sqrt();
@@ -239,7 +265,7 @@ impl Attention {
                 elementwise::rms_norm_rope(src, &norm.weight, norm.eps, cos, sin, dst);
             }
         };
-        // (tokens, q·dim) in bf16: the o_proj input. The span holds the q/k/v GEMMs' spans,
+        // (tokens, q·dim) as `E`: the o_proj input. The span holds the q/k/v GEMMs' spans,
         // which a profiler subtracts.
         let _attention = tracing::trace_span!("attention").entered();
         let qkv = QkvRows::Grouped {
@@ -247,7 +273,7 @@ impl Attention {
             compute: &mut compute,
             rows: &mut s.qkv,
         };
-        causal_attention(
+        P::attention(
             isa,
             self.heads,
             qkv,
@@ -261,19 +287,21 @@ impl Attention {
 }
 
 #[derive(Debug, Clone)]
-struct Mlp {
+struct Mlp<E: Element> {
     /// gate and up interleaved for the fused SiLU·up GEMM.
-    gate_up_proj: PackedWeight,
-    down_proj: PackedWeight,
+    gate_up_proj: PackedWeight<E>,
+    down_proj: PackedWeight<E>,
     intermediate: usize,
 }
 
-impl Mlp {
-    fn new(cfg: &Config, r: &WeightReader) -> Result<Self> {
+impl<E: Element + Stored> Mlp<E> {
+    fn new<P: Precision<E = E>>(cfg: &Config, r: &WeightReader) -> Result<Self> {
         let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
-        let gate = r.pp("gate_proj").bf16("weight", &[inter, hidden])?;
-        let up = r.pp("up_proj").bf16("weight", &[inter, hidden])?;
-        let down = r.pp("down_proj").bf16("weight", &[hidden, inter])?;
+        let read =
+            |name: &str, rows: usize, cols: usize| P::read(&r.pp(name), "weight", &[rows, cols]);
+        let gate = read("gate_proj", inter, hidden)?;
+        let up = read("up_proj", inter, hidden)?;
+        let down = read("down_proj", hidden, inter)?;
         Ok(Self {
             gate_up_proj: PackedWeight::gate_up(&gate, &up, inter, hidden),
             down_proj: PackedWeight::new(&down, hidden, inter),
@@ -282,10 +310,10 @@ impl Mlp {
     }
 
     /// Adds `down(silu(gate(n)) · up(n))` of the normed rows `s.mlp_in` to the residual rows `x`.
-    fn forward(&self, isa: Isa, x: &mut [f32], s: &mut Scratch) {
+    fn forward<P: Precision<E = E>>(&self, isa: Isa, x: &mut [f32], s: &mut Scratch<P>) {
         let _gemm = tracing::trace_span!("gemm").entered();
-        // (rows, intermediate) in bf16: the down projection's input.
-        gemm_silu_mul(
+        // (rows, intermediate) as `E`: the down projection's input.
+        P::gemm_silu_mul(
             isa,
             &s.mlp_in,
             &self.gate_up_proj,
@@ -293,39 +321,46 @@ impl Mlp {
             &mut s.mlp_mid,
         );
         let hidden = self.down_proj.n();
-        gemm(isa, &s.mlp_mid, &self.down_proj, x, hidden, true);
+        P::gemm(isa, &s.mlp_mid, &self.down_proj, x, hidden, true);
     }
 }
 
 #[derive(Debug, Clone)]
-struct DecoderLayer {
+struct DecoderLayer<E: Element> {
     input_layernorm: RmsNorm,
-    self_attn: Attention,
+    self_attn: Attention<E>,
     post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    mlp: Mlp<E>,
 }
 
-impl DecoderLayer {
-    fn new(cfg: &Config, r: &WeightReader) -> Result<Self> {
+impl<E: Element + Stored> DecoderLayer<E> {
+    fn new<P: Precision<E = E>>(cfg: &Config, r: &WeightReader) -> Result<Self> {
         Ok(Self {
             input_layernorm: RmsNorm::new(cfg, cfg.hidden_size, &r.pp("input_layernorm"))?,
-            self_attn: Attention::new(cfg, &r.pp("self_attn"))?,
+            self_attn: Attention::new::<P>(cfg, &r.pp("self_attn"))?,
             post_attention_layernorm: RmsNorm::new(
                 cfg,
                 cfg.hidden_size,
                 &r.pp("post_attention_layernorm"),
             )?,
-            mlp: Mlp::new(cfg, &r.pp("mlp"))?,
+            mlp: Mlp::new::<P>(cfg, &r.pp("mlp"))?,
         })
     }
 
-    fn forward(&self, isa: Isa, x: &mut [f32], rope: &Rope, batch: &PackedBatch, s: &mut Scratch) {
+    fn forward<P: Precision<E = E>>(
+        &self,
+        isa: Isa,
+        x: &mut [f32],
+        rope: &Rope,
+        batch: &PackedBatch,
+        s: &mut Scratch<P>,
+    ) {
         let hidden = self.input_layernorm.weight.len();
         self.self_attn
             .forward(isa, x, &self.input_layernorm, rope, batch, s);
         for chunk in x.chunks_mut(MLP_ROWS * hidden) {
             self.post_attention_layernorm
-                .to_bf16(chunk, hidden, &mut s.mlp_in);
+                .to_rows::<P>(chunk, hidden, &mut s.mlp_in);
             self.mlp.forward(isa, chunk, s);
         }
     }
@@ -334,28 +369,26 @@ impl DecoderLayer {
     /// but after it only the rows that are pooled (`rows`, each sequence's last token) matter,
     /// so the output projection and the MLP run on those alone. Rows do not depend on each other
     /// in any kernel, so this gives the same bits as the whole layer. Returns `rows × hidden`.
-    fn forward_rows(
+    fn forward_rows<P: Precision<E = E>>(
         &self,
         isa: Isa,
         x: &[f32],
         rope: &Rope,
         batch: &PackedBatch,
         rows: &[u32],
-        s: &mut Scratch,
+        s: &mut Scratch<P>,
     ) -> Vec<f32> {
         let hidden = self.input_layernorm.weight.len();
         self.self_attn
             .attend(isa, x, &self.input_layernorm, rope, batch, s);
-        let width = s.attn.cols();
-        s.picked.reshape_for_overwrite(rows.len(), width);
-        for (i, &row) in rows.iter().enumerate() {
-            s.picked
-                .row_mut(i)
-                .copy_from_slice(s.attn.row(row as usize));
-        }
+        let width = self.self_attn.o_proj.k();
+        let picked = P::reshape(&mut s.picked, rows.len(), width);
+        picked.zip(rows).for_each(|(dst, &row)| {
+            dst[..width].copy_from_slice(P::row(&s.attn, row as usize, width));
+        });
         let mut out = gather_rows(x, hidden, rows);
         tracing::trace_span!("gemm").in_scope(|| {
-            gemm(
+            P::gemm(
                 isa,
                 &s.picked,
                 &self.self_attn.o_proj,
@@ -366,7 +399,7 @@ impl DecoderLayer {
         });
         for chunk in out.chunks_mut(MLP_ROWS * hidden) {
             self.post_attention_layernorm
-                .to_bf16(chunk, hidden, &mut s.mlp_in);
+                .to_rows::<P>(chunk, hidden, &mut s.mlp_in);
             self.mlp.forward(isa, chunk, s);
         }
         out
@@ -381,30 +414,29 @@ fn gather_rows(x: &[f32], width: usize, rows: &[u32]) -> Vec<f32> {
         .collect()
 }
 
-/// Qwen3 decoder without LM head, bf16 on CPU.
+/// Qwen3 decoder without LM head on CPU, its matmuls in `P`.
 #[derive(Debug, Clone)]
-pub struct Model {
-    /// `(vocab, hidden)` token embeddings, kept in bf16 (rows are widened when looked up).
-    embed_tokens: Vec<bf16>,
-    layers: Vec<DecoderLayer>,
+pub struct Model<P: Precision> {
+    /// `(vocab, hidden)` token embeddings, kept as `E` (rows are widened when looked up).
+    embed_tokens: Vec<P::E>,
+    layers: Vec<DecoderLayer<P::E>>,
     norm: RmsNorm,
     rope: Rope,
     hidden: usize,
     isa: Isa,
-    kept: Kept,
+    kept: Kept<P>,
 }
 
-impl Model {
-    /// Reads and packs the weights under `r` (the level holding `embed_tokens`, `layers`, `norm`).
+impl<P: Precision> Model<P> {
+    /// Reads and packs the weights under `r` (the level holding `embed_tokens`, `layers`, `norm`)
+    /// for the kernels of `isa` (in f32, its f32 loop: [`Isa::for_f32`]).
     pub fn new(cfg: &Config, r: &WeightReader, isa: Isa) -> Result<Self> {
         let hidden = cfg.hidden_size;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::new(cfg, &r.pp("layers").pp(i)))
+            .map(|i| DecoderLayer::new::<P>(cfg, &r.pp("layers").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embed_tokens: r
-                .pp("embed_tokens")
-                .bf16("weight", &[cfg.vocab_size, hidden])?,
+            embed_tokens: P::read(&r.pp("embed_tokens"), "weight", &[cfg.vocab_size, hidden])?,
             layers,
             norm: RmsNorm::new(cfg, hidden, &r.pp("norm"))?,
             rope: Rope::new(cfg),
@@ -454,7 +486,7 @@ impl Model {
     }
 }
 
-impl Decoder for Model {
+impl<P: Precision> Decoder for Model<P> {
     fn forward(&self, batch: &PackedBatch) -> Result<Pooled> {
         Ok(crate::decoder::on_cpu_pool(|| self.pooled(batch)))
     }

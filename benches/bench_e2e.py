@@ -15,9 +15,9 @@ Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
 
     candle-bf16   candle_embed.Runner, dtype "bf16", CPU; the whole corpus in one request (the engine
                   packs it into forward passes of at most max_batch_tokens tokens, no padding)
-    candle-f32    the same with dtype "f32" ("candle" is accepted as another name for it): the
-                  projections on our f32 GEMM where the CPU has AVX2
-    candle-f32-matmul  dtype "f32" with candle's matmul (CANDLE_EMBED_CPU_KERNEL=none), as a CPU
+    candle-f32    the same with dtype "f32" ("candle" is accepted as another name for it): our
+                  f32 kernels where the CPU has AVX2
+    candle-f32-matmul  dtype "f32" on candle's ops (CANDLE_EMBED_CPU_KERNEL=none), as a CPU
                   without AVX2 runs it
     candle-auto   the same with dtype "auto" (not run unless named in --engines)
     candle-avx512 (and -amx, -avx512bf16, -avx2): dtype "bf16" with CANDLE_EMBED_CPU_KERNEL forcing

@@ -188,7 +188,7 @@ def load_engine(engine: str, args):
             os.environ["CANDLE_EMBED_CPU_KERNEL"] = variant
             variant = "bf16"
         elif variant == "f32-matmul":
-            # candle-f32-matmul: f32 with candle's matmul, as on a CPU without AVX2.
+            # candle-f32-matmul: f32 on candle's ops, as on a CPU without AVX2.
             os.environ["CANDLE_EMBED_CPU_KERNEL"] = "none"
             variant = "f32"
         return load_candle(args.model_dir, args, variant)

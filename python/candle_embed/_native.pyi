@@ -155,10 +155,9 @@ class Runner:
     def info(self) -> dict[str, Any]:
         """What was loaded and how it runs: model_id, architecture, hidden_size, max_length,
         vocab_size, dtype (compute), storage_dtype, kernel ("amx", "avx512bf16", "avx512", "avx2",
-        "reference": our CPU kernels, bf16, or in f32 ("avx512", "avx2", "reference") our f32
-        GEMM for the projections beside candle's other ops; "candle": candle's own ops;
-        "<gemm>+varlen": with our packed attention kernel, on CUDA), device, max_batch_tokens,
-        tokenizer_appends_eos, prompt_names."""
+        "reference": our CPU kernels' family, in bf16, or in f32 ("avx512", "avx2", "reference")
+        their f32 loops; "candle": candle's own ops; "candle+varlen": with our packed attention
+        kernel, on CUDA), device, max_batch_tokens, tokenizer_appends_eos, prompt_names."""
 
 class Tokenizer:
     """A tokenizer.json used the way the Runner uses it: every text ends with <|endoftext|>."""

@@ -111,7 +111,8 @@ impl Rope {
 }
 
 /// Batches up to this many tokens leave their buffers to the next pass (about 0.6 GB for the
-/// 0.6B shape at the limit); a longer one, such as a single 32k-token text, frees them.
+/// 0.6B shape at the limit in bf16, more in f32); a longer one, such as a single 32k-token text,
+/// frees them.
 const KEEP_TOKENS: usize = 16_384;
 
 /// Activation buffers, reused across layers and, through [`Kept`], across forward passes: a

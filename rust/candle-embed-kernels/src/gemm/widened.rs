@@ -26,12 +26,9 @@ use crate::aligned::AlignedVec;
 use crate::matrix::BLOCK;
 use crate::pack::{Element, PackedWeight, BLOCK_ELEMS, TILE_ELEMS};
 
-/// A packed weight element the loop reads: how a tile row's columns are laid out, and how one
-/// register's worth of them becomes the even and odd f32 operands.
+/// A packed weight element the loop reads: how one register's worth of a tile row's columns
+/// (laid out as [`Element::in_pair_row`] says) becomes the even and odd f32 operands.
 pub(crate) trait Widened: Element {
-    /// Elements from one column of a tile row to the next.
-    const COLUMN_STEP: usize;
-
     /// The even and odd elements of `V::LANES` columns of a tile row, from column `p`'s place.
     ///
     /// # Safety
@@ -40,8 +37,6 @@ pub(crate) trait Widened: Element {
 }
 
 impl Widened for bf16 {
-    const COLUMN_STEP: usize = 2;
-
     #[inline(always)]
     unsafe fn pairs<V: Lanes>(p: *const Self) -> (V, V) {
         // SAFETY: per the contract.
@@ -50,8 +45,6 @@ impl Widened for bf16 {
 }
 
 impl Widened for f32 {
-    const COLUMN_STEP: usize = 1;
-
     #[inline(always)]
     unsafe fn pairs<V: Lanes>(p: *const Self) -> (V, V) {
         // SAFETY: per the contract; the odd elements are 16 on.
@@ -214,7 +207,7 @@ unsafe fn panel<V: Lanes, E: Widened>(
     for first in (0..vectors::<V>()).step_by(COLS) {
         let col = first * V::LANES;
         // Column `col`'s place in a block's first pair.
-        let b = (col / 16) * TILE_ELEMS + (col % 16) * E::COLUMN_STEP;
+        let b = (col / 16) * TILE_ELEMS + E::in_pair_row(col % 16, 0);
         for i in 0..blocks {
             let (r, end) = (i * rows / blocks, (i + 1) * rows / blocks);
             let pass = first / COLS * blocks + i;
@@ -244,7 +237,7 @@ unsafe fn block<V: Lanes, E: Widened, const R: usize>(
     let next = if V::LANES == 16 {
         TILE_ELEMS
     } else {
-        E::COLUMN_STEP * V::LANES
+        E::in_pair_row(V::LANES, 0)
     };
     let mut acc = [[V::zero(); COLS]; R];
     // SAFETY: the caller's contract covers the sums, A's rows and the K blocks.

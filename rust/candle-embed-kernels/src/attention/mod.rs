@@ -99,18 +99,7 @@ pub fn causal_attention(
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
-    assert!(
-        isa.is_supported(),
-        "attention: the {isa} kernel cannot run on this CPU"
-    );
-    let call = Call {
-        kernel: Kernel::from(isa),
-        heads,
-        sequences,
-        scale,
-        prepare,
-    };
-    call.bf16(qkv, buffers, out);
+    Call::on(isa, heads, sequences, scale, prepare).bf16(qkv, buffers, out);
 }
 
 /// [`causal_attention`] in f32, the exact path: nothing is rounded to bf16, and `out` is reset to
@@ -127,19 +116,7 @@ pub fn causal_attention_f32(
     buffers: &mut AttentionBuffers<f32>,
     out: &mut AlignedVec<f32>,
 ) {
-    let isa = isa.for_f32();
-    assert!(
-        isa.is_supported(),
-        "attention: the {isa} kernel cannot run on this CPU"
-    );
-    let call = Call {
-        kernel: Kernel::from(isa),
-        heads,
-        sequences,
-        scale,
-        prepare,
-    };
-    call.f32(qkv, buffers, out);
+    Call::on(isa.for_f32(), heads, sequences, scale, prepare).f32(qkv, buffers, out);
 }
 
 /// The f32 q/k/v rows [`causal_attention`] reads, `(q + 2·kv)·dim` values a token.
@@ -266,7 +243,28 @@ struct Call<'a> {
     prepare: Prepare<'a>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// A call on `isa`'s kernels, which this CPU must run.
+    fn on(
+        isa: Isa,
+        heads: Heads,
+        sequences: &'a [Range<usize>],
+        scale: f32,
+        prepare: Prepare<'a>,
+    ) -> Self {
+        assert!(
+            isa.is_supported(),
+            "attention: the {isa} kernel cannot run on this CPU"
+        );
+        Self {
+            kernel: Kernel::from(isa),
+            heads,
+            sequences,
+            scale,
+            prepare,
+        }
+    }
+
     /// Into `out`, reset to `tokens × q·dim` bf16.
     fn bf16(&self, qkv: QkvRows<'_>, buffers: &mut AttentionBuffers, out: &mut BfMatrix) {
         let tokens = check_sequences(self.heads, self.sequences);

@@ -100,18 +100,12 @@ impl Runs for bf16 {
             Kernel::SoftAvx512Bf16 | Kernel::SoftAvx512 | Kernel::SoftAvx2 => {
                 job.run_with(&mut Reference, task);
             }
+            // SAFETY: `attend` checked AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
-                // SAFETY: `attend` checked AVX2 and FMA.
-                let mut kernel = unsafe { Widened::<widened::Avx2>::new() };
-                job.run_with(&mut kernel, task);
-            }
+            Kernel::Avx2 => unsafe { on_widened::<widened::Avx2, _>(job, task) },
+            // SAFETY: `attend` checked AVX-512F (with AVX2 and FMA).
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => {
-                // SAFETY: `attend` checked AVX-512F (with AVX2 and FMA).
-                let mut kernel = unsafe { Widened::<widened::Avx512>::new() };
-                job.run_with(&mut kernel, task);
-            }
+            Kernel::Avx512 => unsafe { on_widened::<widened::Avx512, _>(job, task) },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Bf16 => {
                 // SAFETY: `attend` checked AVX512-BF16.
@@ -142,21 +136,29 @@ impl Runs for f32 {
     fn run(job: &Job<'_, f32>, task: Task<'_, f32>) {
         match job.kernel {
             Kernel::Reference => job.run_with(&mut Reference, task),
+            // SAFETY: `attend` checked AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
-                // SAFETY: `attend` checked AVX2 and FMA.
-                let mut kernel = unsafe { Widened::<widened::Avx2>::new() };
-                job.run_with(&mut kernel, task);
-            }
+            Kernel::Avx2 => unsafe { on_widened::<widened::Avx2, _>(job, task) },
+            // SAFETY: `attend` checked AVX-512F (with AVX2 and FMA).
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => {
-                // SAFETY: `attend` checked AVX-512F (with AVX2 and FMA).
-                let mut kernel = unsafe { Widened::<widened::Avx512>::new() };
-                job.run_with(&mut kernel, task);
-            }
+            Kernel::Avx512 => unsafe { on_widened::<widened::Avx512, _>(job, task) },
             other => unreachable!("attention in f32 has no {other:?} kernel"),
         }
     }
+}
+
+/// Runs `task` on the widened loop over `W`'s registers.
+///
+/// # Safety
+/// The CPU has `W`'s instructions.
+#[cfg(target_arch = "x86_64")]
+unsafe fn on_widened<W: widened::Wide, E: Stored>(job: &Job<'_, E>, task: Task<'_, E>)
+where
+    Widened<W>: PassKernel<E>,
+{
+    // SAFETY: per the contract.
+    let mut kernel = unsafe { Widened::<W>::new() };
+    job.run_with(&mut kernel, task);
 }
 
 impl<E: Stored> Job<'_, E> {

@@ -140,23 +140,45 @@ fn run_f32(
 
 /// Largest |kernel − f64| over the output, divided by max |v|.
 fn relative_error(choice: Kernel, heads: Heads, lens: &[usize], sharp: f32) -> f64 {
+    error_of(heads, lens, sharp, |qkv, sequences| {
+        let out = run(choice, heads, qkv, sequences);
+        assert_eq!(out.cols(), heads.q * heads.dim);
+        (0..out.rows())
+            .flat_map(|t| out.row(t).iter().map(|x| x.to_f32()))
+            .collect()
+    })
+}
+
+/// [`relative_error`] of the exact path.
+fn relative_error_f32(kernel: Kernel, heads: Heads, lens: &[usize], sharp: f32) -> f64 {
+    error_of(heads, lens, sharp, |qkv, sequences| {
+        run_f32(kernel, heads, QkvRows::All(qkv), sequences, &unprepared).to_vec()
+    })
+}
+
+/// Largest |`attention` − f64| over the output (`tokens × q·dim`), divided by max |v|, on
+/// random inputs for `lens`.
+fn error_of(
+    heads: Heads,
+    lens: &[usize],
+    sharp: f32,
+    attention: impl FnOnce(&[f32], &[Range<usize>]) -> Vec<f32>,
+) -> f64 {
     let seed = lens.len() as u64 * 7 + heads.dim as u64;
     let (qkv, sequences) = inputs(heads, lens, seed, sharp);
-    let out = run(choice, heads, &qkv, &sequences);
+    let out = attention(&qkv, &sequences);
     let exact = f64_reference(heads, &qkv, &sequences, 1.0 / (heads.dim as f32).sqrt());
-    let cols = heads.q * heads.dim;
-    assert_eq!((out.rows(), out.cols()), (lens.iter().sum(), cols));
+    assert_eq!(out.len(), exact.len());
     let width = (heads.q + 2 * heads.kv) * heads.dim;
     let v_max = qkv
         .chunks_exact(width)
         .flat_map(|row| &row[(heads.q + heads.kv) * heads.dim..])
         .fold(0f32, |m, v| m.max(v.abs()));
-    let mut worst = 0f64;
-    for (t, want) in exact.chunks_exact(cols).enumerate() {
-        for (got, want) in out.row(t).iter().zip(want) {
-            worst = worst.max((f64::from(got.to_f32()) - want).abs());
-        }
-    }
+    let worst = out
+        .iter()
+        .zip(&exact)
+        .map(|(&got, want)| (f64::from(got) - want).abs())
+        .fold(0f64, f64::max);
     worst / f64::from(v_max)
 }
 
@@ -398,29 +420,19 @@ fn f32_matches_f64_attention() {
         for heads in SHAPES {
             for lens in lens {
                 for sharp in [1.0, 4.0] {
-                    let (qkv, sequences) = inputs(heads, lens, lens.len() as u64, sharp);
-                    let out = run_f32(kernel, heads, QkvRows::All(&qkv), &sequences, &unprepared);
-                    let exact =
-                        f64_reference(heads, &qkv, &sequences, 1.0 / (heads.dim as f32).sqrt());
-                    assert_eq!(out.len(), exact.len());
-                    // |v| < 1, so outputs are too: the absolute error is relative to max|v|.
-                    let err = out
-                        .iter()
-                        .zip(&exact)
-                        .map(|(&got, want)| (f64::from(got) - want).abs())
-                        .fold(0f64, f64::max);
+                    let err = relative_error_f32(kernel, heads, lens, sharp);
                     worst = worst.max(err);
                     // f32 sums of up to 128 products (2^-24 each step) and the exp2
-                    // polynomial's 2e-7: measured worst 6.5e-7, against 5.7e-3 for the bf16
-                    // kernels. Rounding P to bf16 alone would exceed this bound a hundredfold.
+                    // polynomial's 2e-7: measured worst 7.0e-7 × max|v|, against 5.7e-3 for
+                    // the bf16 kernels. Rounding P to bf16 alone exceeds this bound 100-fold.
                     assert!(
                         err <= 2e-6,
-                        "{kernel:?} {heads:?} {lens:?} sharp {sharp}: error {err:.2e}"
+                        "{kernel:?} {heads:?} {lens:?} sharp {sharp}: error {err:.2e} × max|v|"
                     );
                 }
             }
         }
-        eprintln!("f32 {kernel:?}: worst error {worst:.2e}");
+        eprintln!("f32 {kernel:?}: worst error {worst:.2e} × max|v|");
     }
 }
 
@@ -522,6 +534,23 @@ fn empty_input_gives_empty_output() {
     }
 }
 
+/// Seconds a call of `run` takes: a warm-up call (thread pool, buffers), then about a second of
+/// calls of `work` FLOPs; one call where that is minutes (`slow`: the reference on long
+/// sequences).
+fn seconds_per_call(work: f64, slow: bool, mut run: impl FnMut()) -> f64 {
+    let repeats = if slow {
+        1
+    } else {
+        run();
+        (4e11 / work).clamp(3.0, 200.0) as usize
+    };
+    let start = std::time::Instant::now();
+    for _ in 0..repeats {
+        run();
+    }
+    start.elapsed().as_secs_f64() / repeats as f64
+}
+
 /// GFLOP/s at Qwen3-Embedding-0.6B's attention shape (16 query heads, 8 K/V heads of 128),
 /// for single sequences and a batch of short texts:
 /// `cargo test --release -p candle-embed-kernels attention::tests::throughput -- --ignored
@@ -546,7 +575,7 @@ fn throughput() {
                 continue;
             }
             let (mut out, mut buffers) = (BfMatrix::default(), AttentionBuffers::default());
-            let mut run = || {
+            let run = || {
                 causal_attention(
                     isa,
                     heads,
@@ -558,20 +587,7 @@ fn throughput() {
                     &mut out,
                 );
             };
-            // A warm-up call (thread pool, buffers), then about a second of calls; one call
-            // where that is minutes (the reference on long sequences).
-            let slow = isa == Isa::Reference && work > 1e10;
-            let repeats = if slow {
-                1
-            } else {
-                run();
-                (4e11 / work).clamp(3.0, 200.0) as usize
-            };
-            let start = std::time::Instant::now();
-            for _ in 0..repeats {
-                run();
-            }
-            let secs = start.elapsed().as_secs_f64() / repeats as f64;
+            let secs = seconds_per_call(work, isa == Isa::Reference && work > 1e10, run);
             eprintln!(
                 "{name:>9} tokens {isa:>10}: {:7.1} GFLOP/s ({:.3} ms, {} threads)",
                 work / secs / 1e9,
@@ -585,7 +601,7 @@ fn throughput() {
                 continue;
             }
             let (mut out, mut buffers) = (AlignedVec::default(), AttentionBuffers::default());
-            let mut run = || {
+            let run = || {
                 causal_attention_f32(
                     isa,
                     heads,
@@ -597,13 +613,7 @@ fn throughput() {
                     &mut out,
                 );
             };
-            run();
-            let repeats = (4e11 / work).clamp(3.0, 200.0) as usize;
-            let start = std::time::Instant::now();
-            for _ in 0..repeats {
-                run();
-            }
-            let secs = start.elapsed().as_secs_f64() / repeats as f64;
+            let secs = seconds_per_call(work, false, run);
             eprintln!(
                 "{name:>9} tokens {:>10}: {:7.1} GFLOP/s ({:.3} ms)",
                 format!("{isa} f32"),

@@ -199,8 +199,13 @@ const SHAPES: [Heads; 7] = [
 ];
 
 /// Every shape, the `lens` batches and two softmax sharpnesses: each `error(shape, lens,
-/// sharp)` (× max|v|) at most `bound`; returns the worst.
-fn worst_error(lens: &[&[usize]], bound: f64, error: impl Fn(Heads, &[usize], f32) -> f64) -> f64 {
+/// sharp)` (× max|v|) of `kernel` at most `bound`; returns the worst.
+fn worst_error(
+    kernel: &str,
+    lens: &[&[usize]],
+    bound: f64,
+    error: impl Fn(Heads, &[usize], f32) -> f64,
+) -> f64 {
     let mut worst = 0f64;
     for heads in SHAPES {
         for lens in lens {
@@ -209,7 +214,7 @@ fn worst_error(lens: &[&[usize]], bound: f64, error: impl Fn(Heads, &[usize], f3
                 worst = worst.max(err);
                 assert!(
                     err <= bound,
-                    "{heads:?} {lens:?} sharp {sharp}: error {err:.2e} × max|v|"
+                    "{kernel} {heads:?} {lens:?} sharp {sharp}: error {err:.2e} × max|v|"
                 );
             }
         }
@@ -224,11 +229,11 @@ fn matches_f64_attention() {
         // Q, K, V, P and the output are each rounded to bf16 (2^-9 relative): scores move by
         // ~|s|·2^-8, the output by ~2^-8 of max|v| from each rounding; measured worst 5.7e-3,
         // so 1e-2 leaves room to spare.
-        eprintln!("{choice:?}");
-        let worst = worst_error(&lens, 1e-2, |heads, lens, sharp| {
+        let name = format!("{choice:?}");
+        let worst = worst_error(&name, &lens, 1e-2, |heads, lens, sharp| {
             relative_error(choice, heads, lens, sharp)
         });
-        eprintln!("{choice:?}: worst error {worst:.2e} × max|v|");
+        eprintln!("{name}: worst error {worst:.2e} × max|v|");
     }
 }
 
@@ -429,11 +434,11 @@ fn f32_matches_f64_attention() {
         // f32 sums of up to 128 products (2^-24 each step) and the exp2 polynomial's 2e-7:
         // measured worst 7.0e-7 × max|v|, against 5.7e-3 for the bf16 kernels. Rounding P to
         // bf16 alone exceeds this bound 100-fold.
-        eprintln!("f32 {kernel:?}");
-        let worst = worst_error(&lens, 2e-6, |heads, lens, sharp| {
+        let name = format!("f32 {kernel:?}");
+        let worst = worst_error(&name, &lens, 2e-6, |heads, lens, sharp| {
             relative_error_f32(kernel, heads, lens, sharp)
         });
-        eprintln!("f32 {kernel:?}: worst error {worst:.2e} × max|v|");
+        eprintln!("{name}: worst error {worst:.2e} × max|v|");
     }
 }
 

@@ -14,7 +14,7 @@ use crate::aligned::AlignedVec;
 ///
 /// Q: per block, the 32 tokens' rows of `q · dp`, as in `qkv` (heads padded to `dp`), so one
 /// query head's positions are `q · dp` apart. K and V: per block and K/V head, the 32 keys in
-/// `E`'s layout ([`Layout::pack`]).
+/// `E`'s layout ([`super::store::Layout::pack`]).
 ///
 /// Tokens past the end of a sequence and dimensions past `dim` are zero.
 pub(super) struct Packed<E: Stored> {

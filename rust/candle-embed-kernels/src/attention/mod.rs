@@ -239,6 +239,8 @@ struct Call<'a> {
     kernel: Kernel,
     heads: Heads,
     sequences: &'a [Range<usize>],
+    /// The tokens of `sequences`, checked once.
+    tokens: usize,
     scale: f32,
     prepare: Prepare<'a>,
 }
@@ -256,10 +258,22 @@ impl<'a> Call<'a> {
             isa.is_supported(),
             "attention: the {isa} kernel cannot run on this CPU"
         );
+        Self::of(Kernel::from(isa), heads, sequences, scale, prepare)
+    }
+
+    /// A call on `kernel`, over checked `heads` and `sequences`.
+    fn of(
+        kernel: Kernel,
+        heads: Heads,
+        sequences: &'a [Range<usize>],
+        scale: f32,
+        prepare: Prepare<'a>,
+    ) -> Self {
         Self {
-            kernel: Kernel::from(isa),
+            kernel,
             heads,
             sequences,
+            tokens: check_sequences(heads, sequences),
             scale,
             prepare,
         }
@@ -267,9 +281,8 @@ impl<'a> Call<'a> {
 
     /// Into `out`, reset to `tokens × q·dim` bf16.
     fn bf16(&self, qkv: QkvRows<'_>, buffers: &mut AttentionBuffers, out: &mut BfMatrix) {
-        let tokens = check_sequences(self.heads, self.sequences);
         // Every real output is written by a task.
-        out.reshape_for_overwrite(tokens, self.heads.q * self.heads.dim);
+        out.reshape_for_overwrite(self.tokens, self.heads.q * self.heads.dim);
         self.attend(qkv, buffers, out.rows_mut());
     }
 
@@ -280,11 +293,10 @@ impl<'a> Call<'a> {
         buffers: &mut AttentionBuffers<f32>,
         out: &mut AlignedVec<f32>,
     ) {
-        let tokens = check_sequences(self.heads, self.sequences);
         let width = self.heads.q * self.heads.dim;
-        out.resize_for_overwrite(tokens * width);
+        out.resize_for_overwrite(self.tokens * width);
         // `chunks_exact_mut(0)` panics; with no columns there is nothing to write.
-        let rows = out.chunks_exact_mut(width.max(1)).take(tokens);
+        let rows = out.chunks_exact_mut(width.max(1)).take(self.tokens);
         self.attend(qkv, buffers, rows);
     }
 
@@ -299,6 +311,7 @@ impl<'a> Call<'a> {
             kernel,
             heads,
             sequences,
+            tokens,
             scale,
             prepare,
         } = *self;
@@ -316,7 +329,6 @@ impl<'a> Call<'a> {
             scale > 0.0 && scale.is_finite(),
             "attention: scale {scale} is not positive"
         );
-        let tokens = check_sequences(heads, sequences);
         if tokens == 0 || heads.q == 0 || heads.dim == 0 {
             return;
         }

@@ -78,14 +78,7 @@ fn attend(
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
-    let call = Call {
-        kernel,
-        heads,
-        sequences,
-        scale,
-        prepare,
-    };
-    call.bf16(qkv, buffers, out);
+    Call::of(kernel, heads, sequences, scale, prepare).bf16(qkv, buffers, out);
 }
 
 fn run(choice: Kernel, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> BfMatrix {
@@ -127,14 +120,12 @@ fn run_f32(
 ) -> AlignedVec<f32> {
     let mut out = AlignedVec::default();
     out.resize(7);
-    let call = Call {
-        kernel,
-        heads,
-        sequences,
-        scale: 1.0 / (heads.dim as f32).sqrt(),
-        prepare,
-    };
-    call.f32(qkv, &mut AttentionBuffers::default(), &mut out);
+    let scale = 1.0 / (heads.dim as f32).sqrt();
+    Call::of(kernel, heads, sequences, scale, prepare).f32(
+        qkv,
+        &mut AttentionBuffers::default(),
+        &mut out,
+    );
     out
 }
 

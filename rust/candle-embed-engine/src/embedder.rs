@@ -1,5 +1,5 @@
 //! The embedder: loads a model once, then runs requests through the stages
-//! [`prepare`](Embedder::prepare) → [`forward_all`] (pack, forward, pool) →
+//! [`prepare`](Embedder::prepare) → [`forward_all_until`] (pack, forward, pool) →
 //! [`Output::finish`](crate::output::Output::finish). Python and the Rust SDK call
 //! [`Embedder::embed`], which chains them; the server calls the same stages with its batching
 //! scheduler in the middle. `&self` methods, so one instance serves many threads.

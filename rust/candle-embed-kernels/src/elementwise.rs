@@ -1,5 +1,5 @@
 //! The row-wise f32 steps between the GEMMs, written so the compiler vectorizes them, and run at
-//! the widest vectors the CPU has ([`crate::widest`]): RMSNorm, and SiLU(gate)·up with the
+//! the widest vectors the CPU has (`crate::widest`): RMSNorm, and SiLU(gate)·up with the
 //! result rounded to bf16 for the down projection (or kept f32, on the f32 path).
 //!
 //! `exp` is our own (range reduction to 2ⁿ·eʳ, degree-6 polynomial, ~1 ulp): libm's is a scalar

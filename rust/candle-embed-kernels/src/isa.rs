@@ -9,7 +9,7 @@
 //! Every family's vectors are at least as close to the f32 reference as transformers' own bf16
 //! run (the parity suite checks each one the CPU can run), so `dtype="auto"` takes the fastest
 //! the CPU has: AMX, then AVX512-BF16, then AVX-512F, then AVX2 — except on Intel cores, where
-//! AVX-512F comes before AVX512-BF16 ([`ranking`]).
+//! AVX-512F comes before AVX512-BF16 (`ranking`).
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -25,7 +25,7 @@ pub enum Isa {
     /// AVX512-BF16 dot products (`vdpbf16ps`).
     Avx512Bf16,
     /// AVX-512F without bf16 instructions (Skylake to Cascade Lake and Ice Lake Xeons), and
-    /// Intel CPUs whose AVX512-BF16 is slower than it ([`ranking`]): bf16 widened to f32 in
+    /// Intel CPUs whose AVX512-BF16 is slower than it (`ranking`): bf16 widened to f32 in
     /// 512-bit registers, f32 fused multiply-adds.
     Avx512,
     /// AVX2 and FMA: bf16 widened to f32 in registers (a shift), f32 fused multiply-adds. For x86

@@ -1,5 +1,5 @@
 //! bf16 CPU kernels for candle-embed, with a small interface: pack a weight once
-//! ([`PackedWeight`]), keep activations in [`BfMatrix`], multiply with [`gemm`], attend with
+//! ([`PackedWeight`]), keep activations in [`BfMatrix`], multiply with [`gemm()`], attend with
 //! [`attention`]. Inputs are bf16, sums are f32. Which instructions run is chosen once per process
 //! ([`isa::select`]): AMX tiles, AVX512-BF16, AVX-512F or AVX2 (bf16 widened to f32), or portable
 //! reference code with the same arithmetic. The widened loops also multiply f32 by f32 weights

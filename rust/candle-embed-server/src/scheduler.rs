@@ -262,7 +262,7 @@ impl Scheduler {
         self.limits
     }
 
-    /// Room for `tokens` more tokens in the queue, waiting up to [`ADMISSION_WAIT`] for it (in
+    /// Room for `tokens` more tokens in the queue, waiting up to `ADMISSION_WAIT` for it (in
     /// arrival order, so a large request is not passed over for ever by small ones); `None` when
     /// there is still no room. A request larger than the whole limit takes all of it.
     pub async fn reserve(&self, tokens: usize) -> Option<TokenReservation> {

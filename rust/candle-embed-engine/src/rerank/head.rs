@@ -1,5 +1,5 @@
 //! The reranker's head: of the LM head's vocabulary-wide rows only two matter, those of the
-//! tokens "yes" and "no". score = softmax([no, yes])[yes] = sigmoid(yes − no), from two dot
+//! tokens "yes" and "no". `score = softmax([no, yes])[yes] = sigmoid(yes − no)`, from two dot
 //! products with the last position's final hidden state — never the whole vocabulary's logits.
 
 use crate::config::Config;

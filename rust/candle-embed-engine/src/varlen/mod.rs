@@ -2,8 +2,8 @@
 //! (`cuda/varlen_attention.cu`, one launch per layer whatever the number of sequences, no score
 //! matrix stored), with a CPU model of the same kernel that the tests check everywhere.
 //!
-//! [`Plan`] cuts the batch into the kernel's tasks; [`VarlenAttention`] is the candle op. On CUDA
-//! it launches the kernel; on CPU it runs [`model`], which walks the kernel's loops lane by lane
+//! [`Plan`] cuts the batch into the kernel's tasks; `VarlenAttention` is the candle op. On CUDA
+//! it launches the kernel; on CPU it runs `model`, which walks the kernel's loops lane by lane
 //! (same tiles, same masking, same streaming softmax and warp reductions), so a mistake in the
 //! kernel's indexing shows up in `cargo test` on a machine without a GPU.
 

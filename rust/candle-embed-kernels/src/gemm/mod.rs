@@ -1,8 +1,8 @@
 //! `gemm`: `C (+)= A · Wᵀ` with A in bf16 ([`BfMatrix`]), W packed ([`PackedWeight`]), C in f32;
 //! and [`gemm_f32`], the same with A and W in f32 for `dtype="f32"`, on the widened loops.
 //!
-//! The work is cut into rectangles of C — at most [`row_chunk`] rows, split evenly by
-//! [`row_ranges`], × a run of 32-column panels — spread over rayon's threads. Inside a rectangle the panel is the outer loop, so a panel (K × 32 bf16,
+//! The work is cut into rectangles of C — at most `row_chunk` rows, split evenly by
+//! `row_ranges`, × a run of 32-column panels — spread over rayon's threads. Inside a rectangle the panel is the outer loop, so a panel (K × 32 bf16,
 //! 64–192 KB) is read from memory once and reused from cache by every row block, while the rows of
 //! A stay in L2 across panels.
 //!

@@ -53,15 +53,18 @@ Measurements, per engine:
                   process per engine; its warm-up is one text of the length
 
 Output: tables on stdout (plain and markdown) and a JSON file (--out, default bench-out/e2e.json)
-with the machine (CPU model, cores, threads), the corpus, each engine's results ("engines") and,
-with --by-length, "by_length".
+with the machine (CPU model, cores, threads, the kernel families its flags allow), the model's bf16
+weight bytes (each engine's peak RSS is also given as a multiple of them), the corpus, each
+engine's results ("engines") and, with --by-length, "by_length".
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -72,7 +75,7 @@ from pathlib import Path
 import numpy as np
 
 from e2e_corpus import MAX_TOKENS, TokenCounter, latency_query, make_corpus, make_length_corpus, model_max_tokens
-from e2e_engines import load_engine, peak_rss_mb
+from e2e_engines import cpu_flags, load_engine, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bench-out" / "qwen3-0.6b-random"
@@ -99,6 +102,32 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def cpu_families(flags: set[str]) -> list[str]:
+    """candle_embed's CPU kernel families these /proc/cpuinfo flags allow, fastest first as `auto`
+    ranks them off Intel (the detection in rust/candle-embed-kernels/src/isa.rs, which a Rust test
+    holds to the same flags)."""
+    avx2 = {"avx2", "fma"} <= flags
+    checks = {
+        "amx": {"amx_bf16", "amx_tile", "avx512_bf16"} <= flags,
+        "avx512bf16": "avx512_bf16" in flags,
+        "avx512": avx2 and "avx512f" in flags,
+        "avx2": avx2,
+    }
+    return [family for family, has in checks.items() if has] + ["reference"]
+
+
+def bf16_weight_bytes(model_dir: Path) -> int:
+    """Bytes of the checkpoint's tensors at 2 bytes a value, whatever dtype they are stored in: the
+    memory a bf16 engine cannot go below."""
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        total += sum(2 * math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    return total
 
 
 def time_corpus(embed, count_tokens, texts: list[str], warmup: int) -> tuple[np.ndarray, dict]:
@@ -229,9 +258,9 @@ def render(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
     return "\n".join([line(headers), "-" * len(line(headers))] + [line(row) for row in rows])
 
 
-def summary_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    headers = ["engine", "tokens/s", "x hf-bf16", "x hf-f32", "x onnx-int8", "peak RSS MB", "p50 ms (16 tok)", "p90 ms",
-               f"min cos vs {REFERENCE}", "max abs diff", NOTE_HEADER]
+def summary_rows(results: dict, weight_bytes: int) -> tuple[list[str], list[list[str]]]:
+    headers = ["engine", "tokens/s", "x hf-bf16", "x hf-f32", "x onnx-int8", "peak RSS MB", "x bf16 weights",
+               "p50 ms (16 tok)", "p90 ms", f"min cos vs {REFERENCE}", "max abs diff", NOTE_HEADER]
     rows = []
     for engine, r in results.items():
         if "error" in r:
@@ -247,7 +276,8 @@ def summary_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             kind = f"onnxruntime {r['onnxruntime']}, {r['onnx_file']}"
         else:
             kind = f"torch {r.get('torch_dtype', '?')}"
-        rows.append([engine, f"{r['tokens_per_s']:.1f}", *ratios, f"{r['peak_rss_mb']:.0f}",
+        rss = f"{r['peak_rss_mb'] * 2**20 / weight_bytes:.2f}" if weight_bytes else "-"
+        rows.append([engine, f"{r['tokens_per_s']:.1f}", *ratios, f"{r['peak_rss_mb']:.0f}", rss,
                      f"{lat['p50_ms']:.1f}" if lat else "-", f"{lat['p90_ms']:.1f}" if lat else "-",
                      f"{agree['min_cosine']:.7f}" if agree else "-",
                      f"{agree['max_abs_diff']:.2e}" if agree else "-", kind])
@@ -281,13 +311,15 @@ def print_report(report: dict, results: dict) -> None:
     print(f"\ncorpus: {stats['inputs']} inputs, {stats['tokens']} tokens (min {stats['min']}, median "
           f"{stats['median']:.0f}, p90 {stats['p90']:.0f}, max {stats['max']}); {machine['cpu_model']}, "
           f"{machine['threads']} threads of {machine['cpu_count']} cores; load avg {os.getloadavg()[0]:.2f}")
+    print(f"kernel families the CPU's flags allow: {', '.join(machine['cpu_families'])}; the model's bf16 "
+          f"weights {report['model']['bf16_weight_bytes'] / 1e9:.2f} GB")
     print(f"latency: one {report['latency_query']['tokens']}-token query, p50/p90 of "
           f"{report['latency_query']['reps']} calls")
     if report.get("peer_isa", "native") != "native":
         print(f"transformers held to {report['peer_isa']} ({PEER_ISA_ENV[report['peer_isa']]}); "
               "ONNX Runtime native")
     print()
-    tables = [summary_rows(results)]
+    tables = [summary_rows(results, report["model"]["bf16_weight_bytes"])]
     if "by_length" in report:
         tables.append(by_length_rows(report["by_length"]))
     for headers, rows in tables:
@@ -302,8 +334,6 @@ def print_report(report: dict, results: dict) -> None:
 
 
 def default_engines() -> list[str]:
-    from e2e_engines import cpu_flags
-
     flags = cpu_flags()
     bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
     return list(DEFAULT_ENGINES) + (["hf-bf16"] if bf16 else [])
@@ -365,7 +395,9 @@ def main() -> None:
 
     report: dict = {
         "model_dir": str(args.model_dir), "seed": args.seed,
-        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "threads": args.threads},
+        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "threads": args.threads,
+                    "cpu_families": cpu_families(cpu_flags())},
+        "model": {"bf16_weight_bytes": bf16_weight_bytes(args.model_dir)},
         "threads": args.threads, "cpu_count": os.cpu_count(), "peer_isa": args.peer_isa,
         "corpus": corpus_stats([counter.text(t) for t in texts]),
         "latency_query": {"text": query, "tokens": counter.text(query), "reps": args.latency_reps},

@@ -99,7 +99,7 @@ pub fn causal_attention(
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
-    Call::on(isa, heads, sequences, scale, prepare).bf16(qkv, buffers, out);
+    Call::new(supported(isa), heads, sequences, scale, prepare).bf16(qkv, buffers, out);
 }
 
 /// [`causal_attention`] in f32, the exact path: nothing is rounded to bf16, and `out` is reset to
@@ -116,7 +116,8 @@ pub fn causal_attention_f32(
     buffers: &mut AttentionBuffers<f32>,
     out: &mut AlignedVec<f32>,
 ) {
-    Call::on(isa.for_f32(), heads, sequences, scale, prepare).f32(qkv, buffers, out);
+    let kernel = supported(isa.for_f32());
+    Call::new(kernel, heads, sequences, scale, prepare).f32(qkv, buffers, out);
 }
 
 /// The f32 q/k/v rows [`causal_attention`] reads, `(q + 2·kv)·dim` values a token.
@@ -234,6 +235,15 @@ pub(crate) fn padded_dim(dim: usize) -> usize {
     dim.next_multiple_of(32)
 }
 
+/// The kernel of `isa`, which this CPU must run.
+fn supported(isa: Isa) -> Kernel {
+    assert!(
+        isa.is_supported(),
+        "attention: the {isa} kernel cannot run on this CPU"
+    );
+    Kernel::from(isa)
+}
+
 /// What one call of either entry point attends with.
 struct Call<'a> {
     kernel: Kernel,
@@ -246,23 +256,8 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    /// A call on `isa`'s kernels, which this CPU must run.
-    fn on(
-        isa: Isa,
-        heads: Heads,
-        sequences: &'a [Range<usize>],
-        scale: f32,
-        prepare: Prepare<'a>,
-    ) -> Self {
-        assert!(
-            isa.is_supported(),
-            "attention: the {isa} kernel cannot run on this CPU"
-        );
-        Self::of(Kernel::from(isa), heads, sequences, scale, prepare)
-    }
-
     /// A call on `kernel`, over checked `heads` and `sequences`.
-    fn of(
+    fn new(
         kernel: Kernel,
         heads: Heads,
         sequences: &'a [Range<usize>],

@@ -78,7 +78,7 @@ fn attend(
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
-    Call::of(kernel, heads, sequences, scale, prepare).bf16(qkv, buffers, out);
+    Call::new(kernel, heads, sequences, scale, prepare).bf16(qkv, buffers, out);
 }
 
 fn run(choice: Kernel, heads: Heads, qkv: &[f32], sequences: &[Range<usize>]) -> BfMatrix {
@@ -121,7 +121,7 @@ fn run_f32(
     let mut out = AlignedVec::default();
     out.resize(7);
     let scale = 1.0 / (heads.dim as f32).sqrt();
-    Call::of(kernel, heads, sequences, scale, prepare).f32(
+    Call::new(kernel, heads, sequences, scale, prepare).f32(
         qkv,
         &mut AttentionBuffers::default(),
         &mut out,

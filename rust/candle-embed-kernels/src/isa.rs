@@ -110,6 +110,17 @@ impl From<Isa> for Kernel {
     }
 }
 
+impl Kernel {
+    /// The kernel of `isa`, which this CPU must run; `caller` names the entry point in the panic.
+    pub(crate) fn supported(isa: Isa, caller: &str) -> Self {
+        assert!(
+            isa.is_supported(),
+            "{caller}: the {isa} kernel cannot run on this CPU"
+        );
+        Self::from(isa)
+    }
+}
+
 /// What the environment asked for and what the hardware offers, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {

@@ -99,7 +99,14 @@ pub fn causal_attention(
     buffers: &mut AttentionBuffers,
     out: &mut BfMatrix,
 ) {
-    Call::new(supported(isa), heads, sequences, scale, prepare).bf16(qkv, buffers, out);
+    Call::new(
+        Kernel::supported(isa, "attention"),
+        heads,
+        sequences,
+        scale,
+        prepare,
+    )
+    .bf16(qkv, buffers, out);
 }
 
 /// [`causal_attention`] in f32, the exact path: nothing is rounded to bf16, and `out` is reset to
@@ -116,7 +123,7 @@ pub fn causal_attention_f32(
     buffers: &mut AttentionBuffers<f32>,
     out: &mut AlignedVec<f32>,
 ) {
-    let kernel = supported(isa.for_f32());
+    let kernel = Kernel::supported(isa.for_f32(), "attention");
     Call::new(kernel, heads, sequences, scale, prepare).f32(qkv, buffers, out);
 }
 
@@ -233,15 +240,6 @@ fn check_rows(heads: Heads, qkv: &[f32], tokens: usize) {
 /// A head's length as the kernels store it: whole 32-element tile rows (zeros added).
 pub(crate) fn padded_dim(dim: usize) -> usize {
     dim.next_multiple_of(32)
-}
-
-/// The kernel of `isa`, which this CPU must run.
-fn supported(isa: Isa) -> Kernel {
-    assert!(
-        isa.is_supported(),
-        "attention: the {isa} kernel cannot run on this CPU"
-    );
-    Kernel::from(isa)
 }
 
 /// What one call of either entry point attends with.

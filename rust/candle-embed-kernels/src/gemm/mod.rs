@@ -2,9 +2,9 @@
 //! and [`gemm_f32`], the same with A and W in f32 for `dtype="f32"`, on the widened loops.
 //!
 //! The work is cut into rectangles of C — at most `row_chunk` rows, split evenly by
-//! `row_ranges`, × a run of 32-column panels — spread over rayon's threads. Inside a rectangle the panel is the outer loop, so a panel (K × 32 bf16,
-//! 64–192 KB) is read from memory once and reused from cache by every row block, while the rows of
-//! A stay in L2 across panels.
+//! `row_ranges`, × a run of 32-column panels — spread over rayon's threads. Inside a rectangle
+//! the panel is the outer loop, so a panel (K × 32 bf16, 64–192 KB) is read from memory once and
+//! reused from cache by every row block, while the rows of A stay in L2 across panels.
 //!
 //! Every output row goes through the same instructions in the same order whatever the other rows
 //! are, so a text's vector does not depend on the batch it is in. That is also why an AMX CPU uses
@@ -275,11 +275,7 @@ fn row_ranges(m: usize, max_rows: usize, threads: usize) -> Vec<Range<usize>> {
 /// `C[m, n] (+)= Σ_k A[m, k] · W[n, k]` for the `A.rows() × W.n()` block of `c`, whose rows are
 /// `ldc` elements apart. With `accumulate` the product is added to what `c` holds (a residual).
 pub fn gemm(isa: Isa, a: &BfMatrix, w: &PackedWeight, c: &mut [f32], ldc: usize, accumulate: bool) {
-    assert!(
-        isa.is_supported(),
-        "gemm: the {isa} kernel cannot run on this CPU"
-    );
-    run(Kernel::from(isa), a, w, c, ldc, accumulate);
+    run(Kernel::supported(isa, "gemm"), a, w, c, ldc, accumulate);
 }
 
 /// [`gemm`] in f32: `a` holds `a.len() / W.k()` rows of `W.k()` values, row-major. Every output is
@@ -294,31 +290,29 @@ pub fn gemm_f32(
     ldc: usize,
     accumulate: bool,
 ) {
-    let a = f32_operand(isa, a, w);
-    run(Kernel::from(isa), &a, w, c, ldc, accumulate);
+    let (kernel, a) = f32_operand(isa, a, w);
+    run(kernel, &a, w, c, ldc, accumulate);
 }
 
-/// `a` as the rows of an f32 GEMM on `isa` by `w`, checked.
-fn f32_operand<'a>(isa: Isa, a: &'a [f32], w: &PackedWeight<f32>) -> F32Rows<'a> {
+/// The kernel of an f32 GEMM on `isa`, and `a` as its rows by `w`, checked.
+fn f32_operand<'a>(isa: Isa, a: &'a [f32], w: &PackedWeight<f32>) -> (Kernel, F32Rows<'a>) {
     assert!(
         matches!(isa, Isa::Avx512 | Isa::Avx2 | Isa::Reference),
         "gemm_f32: the {isa} kernel has no f32 loop (see Isa::for_f32)"
     );
-    assert!(
-        isa.is_supported(),
-        "gemm_f32: the {isa} kernel cannot run on this CPU"
-    );
+    let kernel = Kernel::supported(isa, "gemm_f32");
     let k = w.k().max(1);
     assert!(
         a.len().is_multiple_of(k),
         "gemm_f32: A holds {} values, not whole rows of {k}",
         a.len()
     );
-    F32Rows {
+    let rows = F32Rows {
         values: a,
         rows: a.len() / k,
         cols: w.k(),
-    }
+    };
+    (kernel, rows)
 }
 
 /// The A operand of a GEMM task: bf16 activations, or the exact path's f32 rows.
@@ -527,10 +521,7 @@ pub fn gemm_silu_mul(
     intermediate: usize,
     out: &mut BfMatrix,
 ) {
-    assert!(
-        isa.is_supported(),
-        "gemm: the {isa} kernel cannot run on this CPU"
-    );
+    let kernel = Kernel::supported(isa, "gemm");
     assert_eq!(
         w.n(),
         32 * intermediate.div_ceil(16),
@@ -546,7 +537,7 @@ pub fn gemm_silu_mul(
         ldo: out.stride(),
         n_out: intermediate,
     };
-    run_into(Kernel::from(isa), a, w, sink);
+    run_into(kernel, a, w, sink);
 }
 
 /// [`gemm_silu_mul`] on the f32 path: `a` holds whole rows of `W.k()` f32, `W` is
@@ -559,7 +550,7 @@ pub fn gemm_f32_silu_mul(
     intermediate: usize,
     out: &mut [f32],
 ) {
-    let a = f32_operand(isa, a, w);
+    let (kernel, a) = f32_operand(isa, a, w);
     assert_eq!(
         w.n(),
         32 * intermediate.div_ceil(16),
@@ -580,7 +571,7 @@ pub fn gemm_f32_silu_mul(
         ldo: intermediate,
         n_out: intermediate,
     };
-    run_into(Kernel::from(isa), &a, w, sink);
+    run_into(kernel, &a, w, sink);
 }
 
 fn run_into<A: Operand>(kernel: Kernel, a: &A, w: &PackedWeight<A::Weight>, sink: Sink) {

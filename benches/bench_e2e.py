@@ -2,12 +2,14 @@
 """End-to-end embedding throughput and latency: candle_embed against transformers, same weights.
 
     python3 scripts/make_bench_model.py            # once: bench-out/qwen3-0.6b-random
-    python3 benches/bench_e2e.py [--n-inputs 256] [--engines candle-auto,candle-f32,hf-f32,onnx-f32,onnx-int8]
+    python3 benches/bench_e2e.py [--n-inputs 256]
+                                 [--engines candle-auto,candle-f32,hf-f32,onnx-f32,onnx-int8,openvino-auto,openvino-int8]
                                  [--threads 2] [--by-length 16,64,256,1024 [--by-length-tokens 8192]]
     python3 benches/plot_e2e.py                    # bench-out/e2e.json -> docs/e2e-throughput.png
 
-Needs, in one interpreter, candle_embed (the wheel from dist/), torch + transformers, and for the
-onnx engines sentence-transformers[onnx] (optimum-onnx, onnxruntime). Any model
+Needs, in one interpreter, candle_embed (the wheel from dist/), torch + transformers, for the
+onnx engines sentence-transformers[onnx] (optimum-onnx, onnxruntime), and for the openvino engines
+sentence-transformers[openvino] (optimum-intel, openvino, nncf). Any model
 directory with config.json and tokenizer.json works (--model-dir tests/fixtures/models/gqa-bf16 for a
 quick check); texts are kept within the model's max_position_embeddings.
 
@@ -28,11 +30,18 @@ Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
                   (optimum), same batching and pooling as hf-*; exported once to MODEL-onnx/
     onnx-int8     the same with sentence-transformers' export_dynamic_quantized_onnx_model for this
                   CPU (avx2 / avx512 / avx512_vnni): int8 weights, not the reference's numbers
+    openvino-auto OpenVINO's CPU plugin at its defaults on the model as sentence-transformers'
+                  backend="openvino" exports it (optimum-intel): bf16 compute on CPUs with bf16
+                  instructions, f32 elsewhere; same batching and pooling as hf-*; exported once to
+                  bench-out/openvino/
+    openvino-f32  the same held to f32 (INFERENCE_PRECISION_HINT)
+    openvino-int8 the same export with int8 weights (nncf, as optimum-intel's --weight-format int8),
+                  at OpenVINO's default precision: not the reference's numbers
 
 --peer-isa avx2 (or avx512) holds transformers to that instruction family (ATen, MKL and oneDNN each
 have an environment switch): a stand-in for an AVX2-only or a Skylake-class CPU when the machine
-is newer, beside a forced candle kernel of the same family. ONNX Runtime has no switch and runs
-native; the figures of a real CPU of that family are what count.
+is newer, beside a forced candle kernel of the same family. ONNX Runtime and OpenVINO have no
+such switch and run native; the figures of a real CPU of that family are what count.
 
 The transformers side does what sentence-transformers does for Qwen3-Embedding: sort the texts by
 length, batches of --batch-size, AutoTokenizer with left padding (the tokenizer appends
@@ -54,8 +63,9 @@ Measurements, per engine:
 
 Output: tables on stdout (plain and markdown) and a JSON file (--out, default bench-out/e2e.json)
 with the machine (CPU model, cores, threads, the kernel families its flags allow), the model's bf16
-weight bytes (each engine's peak RSS is also given as a multiple of them), the corpus, each
-engine's results ("engines") and, with --by-length, "by_length".
+weight bytes (each engine's peak RSS is also given as a multiple of them), the corpus, the best
+peer (the fastest engine that is not candle_embed; every engine's tokens/s is also given as a
+multiple of it), each engine's results ("engines") and, with --by-length, "by_length".
 """
 
 from __future__ import annotations
@@ -81,10 +91,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "bench-out" / "qwen3-0.6b-random"
 DEFAULT_OUT = ROOT / "bench-out" / "e2e.json"
 ENGINES = ("candle-bf16", "candle-f32", "candle-f32-matmul", "candle-auto", "candle-amx", "candle-avx512bf16", "candle-avx512",
-           "candle-avx2", "hf-bf16", "hf-f32", "onnx-f32", "onnx-int8")
+           "candle-avx2", "hf-bf16", "hf-f32", "onnx-f32", "onnx-int8", "openvino-auto", "openvino-f32",
+           "openvino-int8")
 # The peers a CPU user would pick instead: transformers (bf16 only where the CPU has bf16
-# instructions; elsewhere it crawls) and ONNX Runtime, f32 and int8.
-DEFAULT_ENGINES = ("candle-auto", "candle-f32", "hf-f32", "onnx-f32", "onnx-int8")
+# instructions; elsewhere it crawls), ONNX Runtime in f32 and int8, OpenVINO at its defaults and
+# with int8 weights.
+DEFAULT_ENGINES = ("candle-auto", "candle-f32", "hf-f32", "onnx-f32", "onnx-int8", "openvino-auto", "openvino-int8")
+PEER_FAMILIES = ("hf", "onnx", "openvino")
 ALIASES = {"candle": "candle-f32"}
 REFERENCE = "hf-f32"
 RATIO_BASES = ("hf-bf16", "hf-f32", "onnx-int8")
@@ -183,7 +196,7 @@ def child_main(args) -> None:
 
 # What transformers may use, for a stand-in of an older CPU on a newer one: ATen's vector kernels,
 # MKL (its f32 GEMM) and oneDNN (its bf16 GEMM) each held to the named family. ONNX Runtime has no
-# such switch (MLAS picks its kernels from CPUID), so the onnx engines always run native.
+# such switch (MLAS picks its kernels from CPUID), and OpenVINO is left native like it.
 PEER_ISA_ENV = {
     "native": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -259,14 +272,16 @@ def render(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
 
 
 def summary_rows(results: dict, weight_bytes: int) -> tuple[list[str], list[list[str]]]:
-    headers = ["engine", "tokens/s", "x hf-bf16", "x hf-f32", "x onnx-int8", "peak RSS MB", "x bf16 weights",
+    headers = ["engine", "tokens/s", "x hf-bf16", "x hf-f32", "x onnx-int8", "x best peer", "peak RSS MB",
+               "x bf16 weights",
                "p50 ms (16 tok)", "p90 ms", f"min cos vs {REFERENCE}", "max abs diff", NOTE_HEADER]
     rows = []
     for engine, r in results.items():
         if "error" in r:
             rows.append([engine, "failed"] + ["-"] * (len(headers) - 3) + [r["error"]])
             continue
-        ratios = [f"{r[f'tokens_per_s_vs_{b}']:.2f}" if f"tokens_per_s_vs_{b}" in r else "-" for b in RATIO_BASES]
+        ratios = [f"{r[f'tokens_per_s_vs_{b}']:.2f}" if f"tokens_per_s_vs_{b}" in r else "-"
+                  for b in (*RATIO_BASES, "best_peer")]
         lat = r.get("latency", {})
         agree = r.get("agreement_vs_" + REFERENCE)
         if "runner_info" in r:
@@ -274,6 +289,8 @@ def summary_rows(results: dict, weight_bytes: int) -> tuple[list[str], list[list
             kind = f"{ri.get('dtype', '?')} / {ri.get('kernel', '-')}"
         elif "onnx_file" in r:
             kind = f"onnxruntime {r['onnxruntime']}, {r['onnx_file']}"
+        elif "openvino_file" in r:
+            kind = f"openvino {r['openvino'].split('-')[0]}, {r['openvino_file']}, {r['openvino_precision']}"
         else:
             kind = f"torch {r.get('torch_dtype', '?')}"
         rss = f"{r['peak_rss_mb'] * 2**20 / weight_bytes:.2f}" if weight_bytes else "-"
@@ -315,6 +332,9 @@ def print_report(report: dict, results: dict) -> None:
           f"weights {report['model']['bf16_weight_bytes'] / 1e9:.2f} GB")
     print(f"latency: one {report['latency_query']['tokens']}-token query, p50/p90 of "
           f"{report['latency_query']['reps']} calls")
+    if "best_peer" in report:
+        best = report["best_peer"]
+        print(f"best peer (the fastest engine not ours): {best}, {results[best]['tokens_per_s']:.1f} tokens/s")
     if report.get("peer_isa", "native") != "native":
         print(f"transformers held to {report['peer_isa']} ({PEER_ISA_ENV[report['peer_isa']]}); "
               "ONNX Runtime native")
@@ -435,11 +455,15 @@ def main() -> None:
                 for n, v in out.items():
                     length_vectors[n][engine] = v
 
-    for base in RATIO_BASES:
-        if base in results and "error" not in results[base]:
+    peers = [e for e, r in results.items() if e.split("-")[0] in PEER_FAMILIES and "error" not in r]
+    if peers:
+        report["best_peer"] = max(peers, key=lambda e: results[e]["tokens_per_s"])
+    for base in RATIO_BASES + (("best_peer",) if peers else ()):
+        base_engine = report["best_peer"] if base == "best_peer" else base
+        if base_engine in results and "error" not in results[base_engine]:
             for r in results.values():
                 if "error" not in r:
-                    r[f"tokens_per_s_vs_{base}"] = r["tokens_per_s"] / results[base]["tokens_per_s"]
+                    r[f"tokens_per_s_vs_{base}"] = r["tokens_per_s"] / results[base_engine]["tokens_per_s"]
     compare(results, vectors, "main")
     for n, per_engine in length_vectors.items():
         compare({e: by_length[e][n] for e in per_engine if n in by_length[e]}, per_engine, n)

@@ -1,7 +1,8 @@
 """The engines the end-to-end benchmark compares, each loaded in a child process of its own:
 candle_embed's Runner, transformers (sentence-transformers' way: length-sorted batches, left
-padding, last token, L2), and ONNX Runtime on the same model exported by sentence-transformers'
-ONNX backend, in f32 and with its dynamic int8 quantization."""
+padding, last token, L2), ONNX Runtime on the same model exported by sentence-transformers' ONNX
+backend, in f32 and with its dynamic int8 quantization, and OpenVINO on its export by the OpenVINO
+backend, at its default precision, in f32, and with int8 weights."""
 
 from __future__ import annotations
 
@@ -166,6 +167,84 @@ def load_onnx(model_dir: Path, args, variant: str):
     return embed, count_tokens, info
 
 
+def openvino_export(model_dir: Path) -> Path:
+    """The model as sentence-transformers' `backend="openvino"` exports it (optimum-intel, f32 weights
+    in openvino/openvino_model.xml), plus a copy with int8 weights (openvino_model_int8.xml) compressed
+    the way optimum-intel's `--weight-format int8` does it (nncf, INT8_ASYM per output channel); made
+    once, into bench-out/openvino/<model>, and reused."""
+    out = Path(__file__).resolve().parent.parent / "bench-out" / "openvino" / model_dir.name
+    if (out / "openvino" / "openvino_model_int8.xml").is_file():
+        return out
+    import shutil
+
+    import nncf
+    import openvino as ov
+    from sentence_transformers import SentenceTransformer
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_dir, out)
+    # Loading with the OpenVINO backend exports the IR when the directory has none.
+    SentenceTransformer(str(out), backend="openvino").save(str(out))
+    ir = out / "openvino" / "openvino_model.xml"
+    compressed = nncf.compress_weights(ov.Core().read_model(ir), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    ov.save_model(compressed, ir.with_name("openvino_model_int8.xml"), compress_to_fp16=False)
+    return out
+
+
+def load_openvino(model_dir: Path, args, variant: str):
+    """OpenVINO's CPU plugin on the exported IR, batched and pooled as the transformers engine is.
+    "auto" compiles with OpenVINO's defaults, which compute in bf16 on CPUs with bf16 instructions
+    (AVX512_BF16, AMX) and f32 elsewhere; "f32" asks for f32 throughout; "int8" is the int8-weight
+    IR at the defaults. optimum-intel's own default hint (LATENCY) is kept; threads are pinned to
+    --threads like every other engine's."""
+    import openvino as ov
+    from transformers import AutoTokenizer
+
+    start = time.perf_counter()
+    out = openvino_export(model_dir)
+    export_s = time.perf_counter() - start
+    path = out / "openvino" / ("openvino_model_int8.xml" if variant == "int8" else "openvino_model.xml")
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads}
+    if variant == "f32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    start = time.perf_counter()
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(path), "CPU", config)
+    request = compiled.create_infer_request()
+    tokenizer = AutoTokenizer.from_pretrained(out, padding_side="left")
+    load_s = time.perf_counter() - start
+    names = {i.get_any_name() for i in compiled.inputs}
+
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+
+    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out_vectors: np.ndarray | None = None
+        padded = 0
+        for lo in range(0, len(order), args.batch_size):
+            idx = order[lo : lo + args.batch_size]
+            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="np")
+            feed = {k: v for k, v in enc.items() if k in names}
+            padded += enc["input_ids"].size
+            hidden = request.infer(feed)[compiled.outputs[0]]
+            pooled = np.array(hidden[:, -1], dtype=np.float32)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            if out_vectors is None:
+                out_vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out_vectors[idx] = pooled
+        assert out_vectors is not None
+        return out_vectors, padded
+
+    info = {"load_s": load_s, "export_s": export_s, "rss_after_load_mb": rss_now_mb(),
+            "batch_size": args.batch_size, "openvino": ov.get_version(), "openvino_file": path.name,
+            "openvino_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            "openvino_threads": args.threads}
+    return embed, count_tokens, info
+
+
 def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -194,4 +273,6 @@ def load_engine(engine: str, args):
         return load_candle(args.model_dir, args, variant)
     if family == "onnx":
         return load_onnx(args.model_dir, args, variant)
+    if family == "openvino":
+        return load_openvino(args.model_dir, args, variant)
     return load_hf(args.model_dir, args, variant)

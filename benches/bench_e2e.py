@@ -41,7 +41,9 @@ Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
 --peer-isa avx2 (or avx512) holds transformers to that instruction family (ATen, MKL and oneDNN each
 have an environment switch): a stand-in for an AVX2-only or a Skylake-class CPU when the machine
 is newer, beside a forced candle kernel of the same family. ONNX Runtime and OpenVINO have no
-such switch and run native; the figures of a real CPU of that family are what count.
+such switch and run native, except that OpenVINO then computes in f32, as it does by default on
+CPUs of either family (neither has bf16 instructions); the figures of a real CPU of that family
+are what count.
 
 The transformers side does what sentence-transformers does for Qwen3-Embedding: sort the texts by
 length, batches of --batch-size, AutoTokenizer with left padding (the tokenizer appends
@@ -196,7 +198,8 @@ def child_main(args) -> None:
 
 # What transformers may use, for a stand-in of an older CPU on a newer one: ATen's vector kernels,
 # MKL (its f32 GEMM) and oneDNN (its bf16 GEMM) each held to the named family. ONNX Runtime has no
-# such switch (MLAS picks its kernels from CPUID), and OpenVINO is left native like it.
+# such switch (MLAS picks its kernels from CPUID), nor has OpenVINO (which ignores oneDNN's), so
+# both run native; OpenVINO is only held to f32, its default on CPUs of both families.
 PEER_ISA_ENV = {
     "native": {},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -219,7 +222,8 @@ def run_job(engine: str, job: dict, args, workdir: Path) -> tuple[dict, dict[str
         env.update(PEER_ISA_ENV[args.peer_isa])
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", engine, "--job", str(job_path),
            "--result-dir", str(job_dir), "--model-dir", str(args.model_dir), "--threads", str(args.threads),
-           "--batch-size", str(args.batch_size), "--max-batch-tokens", str(args.max_batch_tokens)]
+           "--batch-size", str(args.batch_size), "--max-batch-tokens", str(args.max_batch_tokens),
+           "--peer-isa", args.peer_isa]
     code = subprocess.run(cmd, env=env, check=False).returncode
     info_path = job_dir / "info.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
@@ -382,7 +386,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-isa", choices=sorted(PEER_ISA_ENV), default="native",
                         help="hold transformers to this instruction family (a stand-in for an older CPU; "
-                             "ONNX Runtime cannot be held and runs native)")
+                             "ONNX Runtime and OpenVINO cannot be held and run native, OpenVINO in f32)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     # Internal: one job for one engine in a child process.
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)

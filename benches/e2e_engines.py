@@ -197,8 +197,9 @@ def load_openvino(model_dir: Path, args, variant: str):
     """OpenVINO's CPU plugin on the exported IR, batched and pooled as the transformers engine is.
     "auto" compiles with OpenVINO's defaults, which compute in bf16 on CPUs with bf16 instructions
     (AVX512_BF16, AMX) and f32 elsewhere; "f32" asks for f32 throughout; "int8" is the int8-weight
-    IR at the defaults. optimum-intel's own default hint (LATENCY) is kept; threads are pinned to
-    --threads like every other engine's."""
+    IR at the defaults. Under --peer-isa (a stand-in for an AVX2 or AVX-512F CPU, which OpenVINO
+    cannot be held to) every variant computes in f32, the default such a CPU gets. optimum-intel's
+    own default hint (LATENCY) is kept; threads are pinned to --threads like every other engine's."""
     import openvino as ov
     from transformers import AutoTokenizer
 
@@ -207,7 +208,7 @@ def load_openvino(model_dir: Path, args, variant: str):
     export_s = time.perf_counter() - start
     path = out / "openvino" / ("openvino_model_int8.xml" if variant == "int8" else "openvino_model.xml")
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads}
-    if variant == "f32":
+    if variant == "f32" or args.peer_isa != "native":
         config["INFERENCE_PRECISION_HINT"] = "f32"
     start = time.perf_counter()
     core = ov.Core()

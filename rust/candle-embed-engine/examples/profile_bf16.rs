@@ -1,14 +1,16 @@
 //! Where the CPU forward pass spends its time (bf16, or with `--f32` the exact path's f32):
 //! GEMM, attention, the rest, on packed batches
 //! shaped like the end-to-end benchmark's corpus (log-normal lengths around a median of 60
-//! tokens, 5 to 500, batches of at most 8192 tokens), or with `--query L` on one L-token
-//! sequence forwarded alone, again and again (a short query's latency, set beside the time to
-//! read the layers' bf16 weights once). Token ids are random: speed does not depend on them.
+//! tokens, 5 to 500, batches of at most 8192 tokens), or with `--length L` every sequence L tokens
+//! long (the benchmark's by-length corpora), or with `--query L` on one L-token sequence
+//! forwarded alone, again and again (a short query's latency, set beside the time to read the
+//! layers' bf16 weights once). Token ids are random: speed does not depend on them.
 //! The decoder's `gemm` and `attention` tracing spans are timed by a small layer here; the
 //! production path carries no timers.
 //!
 //!     python3 scripts/make_bench_model.py
 //!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random [sequences]
+//!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random 256 --length 16
 //!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random --query 16
 //!     cargo run --release -p candle-embed-engine --example profile_bf16 -- bench-out/qwen3-0.6b-random 128 --f32
 
@@ -57,9 +59,11 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for &'static Span
     }
 }
 
-/// What to run: the mixed corpus of `sequences` texts, or one `query`-token text alone.
+/// What to run: the mixed corpus of `sequences` texts, `sequences` texts of `tokens` tokens each,
+/// or one `tokens`-token text alone.
 enum Workload {
     Corpus { sequences: usize },
+    Length { sequences: usize, tokens: usize },
     Query { tokens: usize },
 }
 
@@ -87,6 +91,17 @@ fn inputs(workload: &Workload) -> (Vec<Vec<u32>>, Vec<std::ops::Range<usize>>, u
             let batches = TokenBudget::new(8192).plan(&lengths);
             (sequences, batches, 1)
         }
+        Workload::Length { sequences, tokens } => {
+            let sequences: Vec<Vec<u32>> = (0..sequences)
+                .map(|_| {
+                    (0..tokens)
+                        .map(|_| (uniform() * 150_000.0) as u32)
+                        .collect()
+                })
+                .collect();
+            let batches = TokenBudget::new(8192).plan(&vec![tokens; sequences.len()]);
+            (sequences, batches, 1)
+        }
         Workload::Query { tokens } => {
             let one = (0..tokens)
                 .map(|_| (uniform() * 150_000.0) as u32)
@@ -98,13 +113,19 @@ fn inputs(workload: &Workload) -> (Vec<Vec<u32>>, Vec<std::ops::Range<usize>>, u
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let times: &'static SpanTimes = Box::leak(Box::default());
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times))?;
-
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+/// The model directory, the workload and whether to run the f32 path, from
+/// `[DIR] [SEQUENCES [--length L] | --query L] [--f32]`.
+fn parse_args(mut args: Vec<String>) -> anyhow::Result<(std::path::PathBuf, Workload, bool)> {
     let f32 = args.iter().any(|a| a == "--f32");
     args.retain(|a| a != "--f32");
+    let length = match args.iter().position(|a| a == "--length") {
+        Some(at) => {
+            let value = args.get(at + 1).map(|n| n.parse::<usize>());
+            args.drain(at..(at + 2).min(args.len()));
+            Some(value.ok_or_else(|| anyhow::anyhow!("--length takes a token count"))??)
+        }
+        None => None,
+    };
     let dir = std::path::PathBuf::from(
         args.first()
             .map_or("bench-out/qwen3-0.6b-random", String::as_str),
@@ -113,10 +134,22 @@ fn main() -> anyhow::Result<()> {
         Some("--query") => Workload::Query {
             tokens: args.get(2).map_or(Ok(16), |n| n.parse())?,
         },
-        other => Workload::Corpus {
-            sequences: other.map_or(Ok(256), str::parse)?,
-        },
+        other => {
+            let sequences = other.map_or(Ok(256), str::parse)?;
+            match length {
+                Some(tokens) => Workload::Length { sequences, tokens },
+                None => Workload::Corpus { sequences },
+            }
+        }
     };
+    Ok((dir, workload, f32))
+}
+
+fn main() -> anyhow::Result<()> {
+    let times: &'static SpanTimes = Box::leak(Box::default());
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(times))?;
+
+    let (dir, workload, f32) = parse_args(std::env::args().skip(1).collect())?;
     let isa = match candle_embed_kernels::isa::select().map_err(anyhow::Error::msg)? {
         candle_embed_kernels::Selection::Bf16(isa) if f32 => isa.for_f32(),
         candle_embed_kernels::Selection::Bf16(isa) => isa,

@@ -90,6 +90,34 @@ def load_hf(model_dir: Path, args, dtype_name: str):
     return embed, count_tokens, info
 
 
+def left_padded(tokenizer, batch_size: int, forward):
+    """embed and count_tokens for a runtime driven as sentence-transformers drives one: texts
+    sorted longest first (in characters), batches of `batch_size` left-padded by `tokenizer` (which
+    appends <|endoftext|>), `forward(encoding) -> (batch, positions, hidden)` hidden states, the
+    last position's row L2-normalized."""
+
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+
+    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: np.ndarray | None = None
+        padded = 0
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
+            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="np")
+            padded += enc["input_ids"].size
+            pooled = np.array(forward(enc)[:, -1], dtype=np.float32)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            if out is None:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[idx] = pooled
+        assert out is not None
+        return out, padded
+
+    return embed, count_tokens
+
+
 def onnx_export(model_dir: Path) -> Path:
     """The model exported to ONNX the way sentence-transformers' `backend="onnx"` does it (optimum),
     plus its dynamic int8 quantization for this CPU (`export_dynamic_quantized_onnx_model`); made
@@ -138,29 +166,13 @@ def load_onnx(model_dir: Path, args, variant: str):
     load_s = time.perf_counter() - start
     names = {i.name for i in session.get_inputs()}
 
-    def count_tokens(texts: list[str]) -> int:
-        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+    def forward(enc: dict) -> np.ndarray:
+        feed = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if "position_ids" in names:
+            feed["position_ids"] = np.clip(np.cumsum(enc["attention_mask"], axis=1) - 1, 0, None)
+        return session.run(None, feed)[0]
 
-    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out_vectors: np.ndarray | None = None
-        padded = 0
-        for lo in range(0, len(order), args.batch_size):
-            idx = order[lo : lo + args.batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="np")
-            feed = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-            if "position_ids" in names:
-                feed["position_ids"] = np.clip(np.cumsum(enc["attention_mask"], axis=1) - 1, 0, None)
-            padded += enc["input_ids"].size
-            hidden = session.run(None, feed)[0]
-            pooled = hidden[:, -1].astype(np.float32)
-            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            if out_vectors is None:
-                out_vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out_vectors[idx] = pooled
-        assert out_vectors is not None
-        return out_vectors, padded
-
+    embed, count_tokens = left_padded(tokenizer, args.batch_size, forward)
     info = {"load_s": load_s, "export_s": export_s, "rss_after_load_mb": rss_now_mb(),
             "batch_size": args.batch_size, "onnxruntime": ort.__version__, "onnx_file": path.name,
             "onnx_threads": args.threads}
@@ -218,27 +230,10 @@ def load_openvino(model_dir: Path, args, variant: str):
     load_s = time.perf_counter() - start
     names = {i.get_any_name() for i in compiled.inputs}
 
-    def count_tokens(texts: list[str]) -> int:
-        return sum(len(ids) for ids in tokenizer(texts)["input_ids"])
+    def forward(enc: dict) -> np.ndarray:
+        return request.infer({k: v for k, v in enc.items() if k in names})[compiled.outputs[0]]
 
-    def embed(texts: list[str]) -> tuple[np.ndarray, int]:
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out_vectors: np.ndarray | None = None
-        padded = 0
-        for lo in range(0, len(order), args.batch_size):
-            idx = order[lo : lo + args.batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="np")
-            feed = {k: v for k, v in enc.items() if k in names}
-            padded += enc["input_ids"].size
-            hidden = request.infer(feed)[compiled.outputs[0]]
-            pooled = np.array(hidden[:, -1], dtype=np.float32)
-            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-            if out_vectors is None:
-                out_vectors = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
-            out_vectors[idx] = pooled
-        assert out_vectors is not None
-        return out_vectors, padded
-
+    embed, count_tokens = left_padded(tokenizer, args.batch_size, forward)
     info = {"load_s": load_s, "export_s": export_s, "rss_after_load_mb": rss_now_mb(),
             "batch_size": args.batch_size, "openvino": ov.get_version(), "openvino_file": path.name,
             "openvino_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),

@@ -27,7 +27,7 @@ Engines (each one runs in a subprocess of its own, so its peak RSS is its own):
     hf-f32        transformers AutoModel (Qwen3Model) in float32, sdpa attention, torch.inference_mode
     hf-bf16       the same in bfloat16
     onnx-f32      ONNX Runtime on the model as sentence-transformers' backend="onnx" exports it
-                  (optimum), same batching and pooling as hf-*; exported once to MODEL-onnx/
+                  (optimum), same batching and pooling as hf-*; exported once to bench-out/onnx/
     onnx-int8     the same with sentence-transformers' export_dynamic_quantized_onnx_model for this
                   CPU (avx2 / avx512 / avx512_vnni): int8 weights, not the reference's numbers
     openvino-auto OpenVINO's CPU plugin at its defaults on the model as sentence-transformers'
@@ -341,7 +341,7 @@ def print_report(report: dict, results: dict) -> None:
         print(f"best peer (the fastest engine not ours): {best}, {results[best]['tokens_per_s']:.1f} tokens/s")
     if report.get("peer_isa", "native") != "native":
         print(f"transformers held to {report['peer_isa']} ({PEER_ISA_ENV[report['peer_isa']]}); "
-              "ONNX Runtime native")
+              "ONNX Runtime and OpenVINO native, OpenVINO computing in f32")
     print()
     tables = [summary_rows(results, report["model"]["bf16_weight_bytes"])]
     if "by_length" in report:

@@ -459,15 +459,16 @@ def main() -> None:
                 for n, v in out.items():
                     length_vectors[n][engine] = v
 
+    # Each ratio's name and the engine it divides by.
+    bases = {base: base for base in RATIO_BASES}
     peers = [e for e, r in results.items() if e.split("-")[0] in PEER_FAMILIES and "error" not in r]
     if peers:
-        report["best_peer"] = max(peers, key=lambda e: results[e]["tokens_per_s"])
-    for base in RATIO_BASES + (("best_peer",) if peers else ()):
-        base_engine = report["best_peer"] if base == "best_peer" else base
-        if base_engine in results and "error" not in results[base_engine]:
+        report["best_peer"] = bases["best_peer"] = max(peers, key=lambda e: results[e]["tokens_per_s"])
+    for name, base in bases.items():
+        if base in results and "error" not in results[base]:
             for r in results.values():
                 if "error" not in r:
-                    r[f"tokens_per_s_vs_{base}"] = r["tokens_per_s"] / results[base_engine]["tokens_per_s"]
+                    r[f"tokens_per_s_vs_{name}"] = r["tokens_per_s"] / results[base]["tokens_per_s"]
     compare(results, vectors, "main")
     for n, per_engine in length_vectors.items():
         compare({e: by_length[e][n] for e in per_engine if n in by_length[e]}, per_engine, n)
